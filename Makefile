@@ -31,6 +31,14 @@ test-unit:
 test-race:
 	$(GO) test -count=1 -race -timeout $(TEST_TIMEOUT) ./...
 
+# The offline tour: a registry on 127.0.0.1 serving busybox, a pull, rootless runs.
+demo: build
+	./scripts/demo.sh
+
+# As root: rootless podman, skopeo and runc configured for the test user.
+bench-deps:
+	./scripts/bench-deps.sh
+
 fuzz:
 	$(GO) test ./layers -run '^$$' -fuzz FuzzIndexLayer -fuzztime 30s
 	$(GO) test ./layers -run '^$$' -fuzz FuzzMerge -fuzztime 30s

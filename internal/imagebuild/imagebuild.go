@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"os"
@@ -204,6 +205,9 @@ func StartRegistry(addr string, opts ...registry.Option) (*Registry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("registry listen on %s: %w", addr, err)
 	}
+	// Quiet unless the caller asks for a logger: its access log would drown
+	// the output of the demo and the tests.
+	opts = append([]registry.Option{registry.Logger(log.New(io.Discard, "", 0))}, opts...)
 	srv := &http.Server{Handler: registry.New(opts...), ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
 	return &Registry{Host: ln.Addr().String(), srv: srv, ln: ln}, nil
