@@ -11,7 +11,7 @@ import (
 var (
 	// ErrCorrupt reports a truncated or corrupt compressed stream or tar
 	// archive, or a corrupt serialised index.
-	ErrCorrupt = errors.New("layers: corrupt or truncated data")
+	ErrCorrupt = errors.New("corrupt or truncated data")
 	// ErrPathEscapes reports an entry path (or hard link target) that leaves
 	// the root through "..".
 	ErrPathEscapes = errors.New("path escapes the root")
