@@ -1,0 +1,5 @@
+//go:build !race
+
+package gzran
+
+const raceEnabled = false
