@@ -1,0 +1,71 @@
+// Package store holds dabba's images on disk: references, registry access
+// through go-containerregistry, the content-addressed blob store, the
+// per-layer indexes, the tag database, extracted layers, container
+// directories, locks and garbage collection.
+//
+// # Layout
+//
+// Everything lives below one root directory (Open creates it):
+//
+//	blobs/sha256/<hex>     verified blobs: compressed layers, manifests,
+//	                       image indexes and configs, named by digest. A file
+//	                       appears here only after its bytes were checked.
+//	index/sha256/<hex>     the entry index of the layer blob <hex>
+//	                       (layers.Index in its binary form), built in the
+//	                       same pass that downloaded and verified the blob;
+//	                       beside it <hex>.diffid holds the verified diff_id
+//	                       and, for gzip blobs, <hex>.gzran the checkpoints
+//	                       (layers/gzran) to read the tar at any offset
+//	                       straight from the compressed blob.
+//	layers/<diffid-hex>/   a layer extracted in kernel-overlayfs form (see
+//	                       LayerDir); made on demand by `dabba run`.
+//	containers/<id>/       a container's writable upper and work dirs.
+//	refs.json              the image database: manifest digest -> names
+//	                       (repo:tag, repo@digest), config, layers, sizes.
+//	tmp/                   partial downloads (<hex>.partial, kept to resume
+//	                       an interrupted pull) and temporary files before
+//	                       their atomic rename.
+//	locks/                 flock(2) lock files, see below.
+//
+// # Atomicity and locks
+//
+// Every file is written as a temporary file in tmp/ (same filesystem),
+// fsynced and renamed into place, so a killed pull never leaves a half blob
+// that looks whole. Locks are flock(2) locks on files in locks/:
+//
+//	locks/store.lock       shared by pulls and layer extraction, exclusive
+//	                       for gc and rmi's cleanup: nothing is collected
+//	                       while a pull that may refer to it is running.
+//	locks/refs.lock        exclusive around each read-modify-write of
+//	                       refs.json.
+//	locks/blob-<hex>.lock  exclusive while a blob is downloaded, so two
+//	                       pulls of images sharing a layer fetch it once.
+//	locks/layer-<hex>.lock exclusive while a layer is extracted.
+//
+// # Pull
+//
+// Pull resolves a reference like podman does (alpine is
+// docker.io/library/alpine:latest), picks the host's platform (or the
+// requested one) from a multi-arch index, and fetches the layers in
+// parallel. Each layer passes once through download -> sha256 of the blob +
+// write to tmp/<hex>.partial -> decompression (gzip through layers/gzran,
+// recording checkpoints; zstd through layers.Decompress) -> sha256 of the
+// tar (its diff_id) -> layers.IndexLayer. The download side runs in its own
+// goroutine, so it overlaps with decompression. Only when both digests
+// match is the blob renamed into blobs/; bytes that do not match, a corrupt
+// stream or a hostile entry discard the partial file. A download cut short
+// is resumed within the pull (a few times), and otherwise keeps its partial
+// file: the next pull re-reads it through the same pass and asks the
+// registry for the rest with an HTTP Range request (a registry answering
+// 200 instead has the held bytes skipped).
+//
+// # Removing
+//
+// Remove (dabba rmi) untags; when an image loses its last name, everything
+// only it used goes (as GC does, keeping partial downloads). GC (dabba gc)
+// removes everything no image refers to. Extracted layers can hold
+// directories owned by subordinate ids, which the user cannot empty;
+// Store.RemoveFunc (set by cmd/dabba) removes those inside a user
+// namespace. A running container keeps its extracted layers with
+// HoldLayers.
+package store

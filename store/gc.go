@@ -1,0 +1,217 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// GCStats says what GC removed.
+type GCStats struct {
+	Blobs     int // blobs no image refers to
+	Indexes   int // layer indexes of such blobs
+	LayerDirs int // extracted layers no image refers to (and failed extractions)
+	Partials  int // partial downloads
+	TempFiles int // temporary files of killed writers
+	Bytes     int64
+	// InUse lists extracted layer dirs kept although unreferenced, because
+	// a running container holds them (see HoldLayers).
+	InUse []string
+}
+
+// GC removes every blob, index, extracted layer directory, partial download
+// and temporary file that no image in the store refers to. It waits for
+// running pulls to finish first. Directories holding files of subordinate
+// ids are removed with RemoveFunc when set.
+func (s *Store) GC(ctx context.Context) (*GCStats, error) {
+	return s.collect(ctx, true)
+}
+
+// collect is GC; partials=false keeps partial downloads (for rmi, which
+// should not throw away a download the user may resume).
+func (s *Store) collect(ctx context.Context, partials bool) (*GCStats, error) {
+	sl, err := s.storeLock(ctx, true)
+	if err != nil {
+		return nil, err
+	}
+	defer sl.Unlock()
+	db, err := s.readRefs()
+	if err != nil {
+		return nil, err
+	}
+	blobs := map[string]bool{}   // hex of every referenced blob
+	indexes := map[string]bool{} // hex of layer blobs
+	dirs := map[string]bool{}    // hex of diff_ids
+	for md, r := range db.Images {
+		for _, d := range []string{md, r.Index, r.Config} {
+			if h, err := v1.NewHash(d); err == nil {
+				blobs[h.Hex] = true
+			}
+		}
+		for _, l := range r.Layers {
+			if h, err := v1.NewHash(l.Digest); err == nil {
+				blobs[h.Hex] = true
+				indexes[h.Hex] = true
+			}
+			if h, err := v1.NewHash(l.DiffID); err == nil {
+				dirs[h.Hex] = true
+			}
+		}
+	}
+	st := &GCStats{}
+	var errs []error
+
+	removeFile := func(p string) bool {
+		fi, err := os.Lstat(p)
+		if err != nil {
+			return false
+		}
+		if err := os.Remove(p); err != nil {
+			errs = append(errs, err)
+			return false
+		}
+		st.Bytes += fi.Size()
+		return true
+	}
+
+	each := func(dir string, fn func(name string)) {
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			if !errors.Is(err, fs.ErrNotExist) {
+				errs = append(errs, err)
+			}
+			return
+		}
+		for _, e := range ents {
+			fn(e.Name())
+		}
+	}
+
+	each(filepath.Join(s.root, "blobs", "sha256"), func(n string) {
+		if !blobs[n] && removeFile(filepath.Join(s.root, "blobs", "sha256", n)) {
+			st.Blobs++
+			os.Remove(s.lockPath("blob-" + n))
+		}
+	})
+	each(filepath.Join(s.root, "index", "sha256"), func(n string) {
+		hx, sidecar := strings.CutSuffix(n, diffIDSuffix)
+		if !sidecar {
+			hx, sidecar = strings.CutSuffix(n, checkpointsSuffix)
+		}
+		if !indexes[hx] && removeFile(filepath.Join(s.root, "index", "sha256", n)) && !sidecar {
+			st.Indexes++
+		}
+	})
+	each(filepath.Join(s.root, "layers"), func(n string) {
+		hexName := n
+		if strings.HasPrefix(n, ".tmp-") {
+			hexName = "" // a killed extraction
+		} else if dirs[n] {
+			return
+		}
+		p := filepath.Join(s.root, "layers", n)
+		if hexName != "" {
+			l, ok, err := tryLockFile(s.lockPath("layer-"+hexName), true)
+			if err != nil {
+				errs = append(errs, err)
+				return
+			}
+			if !ok {
+				st.InUse = append(st.InUse, p)
+				return
+			}
+			defer l.Unlock()
+		}
+		size := treeSize(p)
+		if err := s.removeTree(p); err != nil {
+			errs = append(errs, err)
+			return
+		}
+		st.LayerDirs++
+		st.Bytes += size
+		if hexName != "" {
+			os.Remove(s.lockPath("layer-" + hexName))
+		}
+	})
+	each(s.tmpDir(), func(n string) {
+		p := filepath.Join(s.tmpDir(), n)
+		switch {
+		case strings.HasSuffix(n, ".partial"):
+			if partials && removeFile(p) {
+				st.Partials++
+			}
+		default:
+			if removeFile(p) {
+				st.TempFiles++
+			}
+		}
+	})
+	// Locks of blobs that are gone (a failed download leaves its lock file).
+	each(filepath.Join(s.root, "locks"), func(n string) {
+		if hx, ok := strings.CutPrefix(n, "blob-"); ok {
+			hx = strings.TrimSuffix(hx, ".lock")
+			if !blobs[hx] {
+				if _, err := os.Stat(s.partialPath(v1.Hash{Algorithm: "sha256", Hex: hx})); err != nil {
+					os.Remove(filepath.Join(s.root, "locks", n))
+				}
+			}
+		}
+	})
+	slog.Debug("gc done", "stage", "gc", "blobs", st.Blobs, "indexes", st.Indexes, "layerDirs", st.LayerDirs, "partials", st.Partials, "bytes", st.Bytes)
+	if len(errs) > 0 {
+		return st, fmt.Errorf("gc of %s: %w", s.root, errors.Join(errs...))
+	}
+	return st, nil
+}
+
+func treeSize(p string) int64 {
+	var n int64
+	filepath.WalkDir(p, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
+}
+
+// HoldLayers marks extracted layers as in use by a running container until
+// release is called (or the process exits): GC keeps them even when no
+// image refers to them any more. Call it after LayerDir, from the process
+// that lives as long as the container.
+func (s *Store) HoldLayers(ctx context.Context, diffIDs []v1.Hash) (release func(), err error) {
+	sl, err := s.storeLock(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	defer sl.Unlock()
+	var held []*fileLock
+	release = func() {
+		for _, l := range held {
+			l.Unlock()
+		}
+		held = nil
+	}
+	for _, d := range diffIDs {
+		if err := checkHash(d); err != nil {
+			release()
+			return nil, err
+		}
+		l, err := lockFile(ctx, s.lockPath("layer-"+d.Hex), false)
+		if err != nil {
+			release()
+			return nil, err
+		}
+		held = append(held, l)
+	}
+	return release, nil
+}
