@@ -30,9 +30,8 @@ if [ "$(id -u)" = 0 ]; then
 fi
 
 go build -o "$work/demoregistry" ./internal/cmd/demoregistry
-# The registry serves until its standard input closes.
-exec 3< <(sleep infinity)
-"$work/demoregistry" <&3 >"$work/registry.out" 2>"$work/registry.err" &
+# The registry serves until cleanup stops it, by PID.
+"$work/demoregistry" </dev/null >"$work/registry.out" 2>"$work/registry.err" &
 reg_pid=$!
 for _ in $(seq 100); do
 	grep -q READY "$work/registry.out" 2>/dev/null && break

@@ -134,7 +134,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	slog.Debug("command start", "proc", "dabba", "stage", c.name, "args", c.flags.Args())
+	slog.Debug("command start", "stage", c.name, "args", c.flags.Args())
 	err := c.run(ctx, g, c.flags.Args())
 	if err == nil {
 		return 0

@@ -1,13 +1,12 @@
 // Command demoregistry serves a registry on loopback holding an image made
 // from Debian's static busybox, for `make demo`: it needs no internet. It
 // prints "READY <host:port>" once the image is pushed, then serves until it
-// is stopped or its standard input closes.
+// is stopped with SIGINT or SIGTERM.
 package main
 
 import (
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -38,14 +37,9 @@ func main() {
 	}
 	fmt.Printf("READY %s\n", reg.Host)
 
-	done := make(chan struct{})
-	go func() { io.Copy(io.Discard, os.Stdin); close(done) }()
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-	select {
-	case <-sig:
-	case <-done:
-	}
+	<-sig
 }
 
 func fail(err error) {

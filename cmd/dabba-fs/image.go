@@ -1,0 +1,122 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/dabba/dabba/fs"
+	"github.com/dabba/dabba/layers"
+	"github.com/dabba/dabba/store"
+)
+
+// image is an image ready to serve.
+type image struct {
+	name  string
+	tree  *layers.Tree
+	src   *fs.TarFiles
+	tmp   string // unpacked layers
+	close func()
+}
+
+// imageLayers finds the layers of IMAGE in the store, or the layer files
+// of --layers (comma-separated, bottom first) when given. Layers from the
+// store come with their index.
+func imageLayers(g *globals, ref, layerList string) (name string, ls []fs.Layer, err error) {
+	if layerList != "" {
+		for _, p := range strings.Split(layerList, ",") {
+			if p == "" {
+				return "", nil, usagef("--layers %q: empty file name", layerList)
+			}
+			ls = append(ls, fs.Layer{Path: p})
+		}
+		return "dabba-fs", ls, nil
+	}
+	s, err := store.Open(g.root)
+	if err != nil {
+		return "", nil, err
+	}
+	img, err := s.Lookup(ref)
+	if errors.Is(err, store.ErrNotFound) {
+		return "", nil, fmt.Errorf("store %s: %w (or give layer files with --layers)", g.root, err)
+	}
+	if err != nil {
+		return "", nil, err
+	}
+	for _, l := range img.Layers {
+		ix, err := s.LayerIndex(l.Digest)
+		if err != nil {
+			return "", nil, fmt.Errorf("image %s: %w (pull it again to rebuild the index)", img.Name, err)
+		}
+		ls = append(ls, fs.Layer{Name: l.Digest.String(), Path: s.BlobPath(l.Digest), Index: ix, DiffID: l.DiffID.String()})
+	}
+	return img.Name, ls, nil
+}
+
+// mergeImage returns the merged tree of IMAGE or --layers without
+// unpacking anything: the store's indexes, or one pass over each file.
+func mergeImage(g *globals, ref, layerList string) (*layers.Tree, error) {
+	name, ls, err := imageLayers(g, ref, layerList)
+	if err != nil {
+		return nil, err
+	}
+	var ixs []*layers.Index
+	for _, l := range ls {
+		ix := l.Index
+		if ix == nil {
+			if ix, err = indexFile(l.Path); err != nil {
+				return nil, err
+			}
+		}
+		ixs = append(ixs, ix)
+	}
+	tree, err := layers.Merge(ixs)
+	if err != nil && ref != "" {
+		return nil, fmt.Errorf("image %s: %w", name, err)
+	}
+	return tree, err
+}
+
+// indexFile indexes a layer file, compressed or not.
+func indexFile(p string) (*layers.Index, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("layer %w", err)
+	}
+	defer f.Close()
+	r, _, err := layers.Decompress(f)
+	if err != nil {
+		return nil, fmt.Errorf("layer %s: %w", p, err)
+	}
+	defer r.Close()
+	return layers.IndexLayer(r, filepath.Base(p))
+}
+
+// openImage opens IMAGE from the store, or the layer files of --layers,
+// for serving.
+func openImage(g *globals, ref, layerList string) (*image, error) {
+	name, ls, err := imageLayers(g, ref, layerList)
+	if err != nil {
+		return nil, err
+	}
+	tmp, err := os.MkdirTemp("", "dabba-fs-")
+	if err != nil {
+		return nil, fmt.Errorf("directory for the unpacked layers: %w", err)
+	}
+	tree, src, err := fs.OpenLayers(tmp, ls)
+	if err != nil {
+		os.RemoveAll(tmp)
+		if ref == "" {
+			return nil, err // the layer files are named in err
+		}
+		return nil, fmt.Errorf("image %s: %w", name, err)
+	}
+	im := &image{name: name, tree: tree, src: src, tmp: tmp}
+	im.close = func() {
+		src.Close()
+		os.RemoveAll(tmp)
+	}
+	return im, nil
+}

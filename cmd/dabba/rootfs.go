@@ -1,0 +1,167 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/dabba/dabba/layers"
+	"github.com/dabba/dabba/sandbox"
+	"github.com/dabba/dabba/store"
+)
+
+// preparedRootfs is an image made ready to run: its config and the overlay
+// rootfs of one container.
+type preparedRootfs struct {
+	config  v1.Config
+	rootfs  sandbox.Rootfs
+	cleanup func()
+}
+
+// prepareRootfs finds ref in the store (pulling it when absent), extracts
+// each of its layers once into the store (inside a user namespace with maps,
+// so ownership lands on the container's ids), and makes the container's
+// upper and work directories. cleanup removes them (containers are
+// temporary: --rm is the only behaviour for now).
+func prepareRootfs(ctx context.Context, g *globals, ref, id string, maps *sandbox.IDMaps) (*preparedRootfs, error) {
+	st, err := store.Open(g.root)
+	if err != nil {
+		return nil, err
+	}
+	st.RemoveFunc = func(p string) error { return removeInUserNS(p, maps) }
+	img, err := st.Lookup(ref)
+	if errors.Is(err, store.ErrNotFound) {
+		slog.Debug("image not in the store, pulling", "stage", "run", "ref", ref)
+		img, err = st.Pull(ctx, ref, store.PullOptions{Progress: g.stderr})
+	}
+	if err != nil {
+		return nil, err
+	}
+	var cfg v1.Config
+	if img.Config != nil {
+		cfg = img.Config.Config
+	}
+	diffIDs := make([]v1.Hash, 0, len(img.Layers))
+	lower := make([]string, 0, len(img.Layers))
+	for _, l := range img.Layers {
+		l := l
+		dir, err := st.LayerDir(ctx, l.DiffID, func(ctx context.Context, tmp string) error {
+			return extractInUserNS(ctx, st.BlobPath(l.Digest), tmp, l.Digest.String(), maps)
+		})
+		if err != nil {
+			return nil, fmt.Errorf("image %s: %w", img.Name, err)
+		}
+		lower = append(lower, dir)
+		diffIDs = append(diffIDs, l.DiffID)
+	}
+	release, err := st.HoldLayers(ctx, diffIDs)
+	if err != nil {
+		return nil, err
+	}
+	cdir, err := st.ContainerDir(id)
+	if err != nil {
+		release()
+		return nil, err
+	}
+	cleanup := func() {
+		release()
+		if err := st.RemoveContainerDir(id); err != nil {
+			fmt.Fprintf(g.stderr, "dabba run: removing container %s: %v\n", id[:12], err)
+		}
+	}
+	upper, work := filepath.Join(cdir, "upper"), filepath.Join(cdir, "work")
+	dirs := []string{upper, work}
+	if len(lower) == 0 {
+		// overlayfs needs a lower layer; an image without layers gets an empty one.
+		empty := filepath.Join(cdir, "empty")
+		dirs = append(dirs, empty)
+		lower = append(lower, empty)
+	}
+	for _, d := range dirs {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			cleanup()
+			return nil, fmt.Errorf("container %s: %w", id[:12], err)
+		}
+	}
+	return &preparedRootfs{
+		config:  cfg,
+		rootfs:  sandbox.Rootfs{Type: sandbox.RootfsOverlay, Lower: lower, Upper: upper, Work: work},
+		cleanup: cleanup,
+	}, nil
+}
+
+// extractInUserNS extracts the layer blob into dir by re-executing dabba as
+// `init-extract extract` in a user namespace with maps.
+func extractInUserNS(ctx context.Context, blob, dir, digest string, maps *sandbox.IDMaps) error {
+	slog.Debug("extracting layer", "stage", "run", "layer", digest, "dir", dir)
+	return runUserNSChild(ctx, maps, "extract", blob, dir, digest, fmt.Sprint(maps.Single))
+}
+
+// removeInUserNS removes a tree holding files of subordinate ids, as root
+// of a user namespace with maps.
+func removeInUserNS(p string, maps *sandbox.IDMaps) error {
+	return runUserNSChild(context.Background(), maps, "remove", p)
+}
+
+func runUserNSChild(ctx context.Context, maps *sandbox.IDMaps, args ...string) error {
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, "/proc/self/exe", append([]string{childExtract}, args...)...)
+	cmd.Args[0] = os.Args[0]
+	cmd.Env = []string{}
+	cmd.Stderr = &stderr
+	if err := sandbox.RunInUserNS(cmd, maps); err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		if msg != "" {
+			return errors.New(msg)
+		}
+		return fmt.Errorf("%s in a user namespace: %w", args[0], err)
+	}
+	return nil
+}
+
+// runExtractChild is the hidden `init-extract` child: "extract BLOB DIR
+// DIGEST SINGLE" or "remove PATH", run as root of a user namespace.
+func runExtractChild(args []string) int {
+	fail := func(err error) int {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := sandbox.EnterUserNS(); err != nil {
+		return fail(err)
+	}
+	switch {
+	case len(args) == 5 && args[0] == "extract":
+		f, err := os.Open(args[1])
+		if err != nil {
+			return fail(fmt.Errorf("layer blob: %w", err))
+		}
+		defer f.Close()
+		single := args[4] == "true"
+		err = layers.Extract(args[2], f, layers.ExtractOptions{
+			Layer:             args[3],
+			IgnoreChownErrors: single,
+			SkipDevices:       true,
+		})
+		if err != nil {
+			if !single && strings.Contains(err.Error(), "chown") {
+				return fail(fmt.Errorf("%w (the layer has ids outside your subordinate range: give the user more ids in /etc/subuid and /etc/subgid)", err))
+			}
+			return fail(err)
+		}
+		return 0
+	case len(args) == 2 && args[0] == "remove":
+		if err := os.RemoveAll(args[1]); err != nil {
+			return fail(err)
+		}
+		return 0
+	}
+	return fail(fmt.Errorf("init-extract: bad arguments %q", args))
+}
