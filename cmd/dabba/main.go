@@ -11,9 +11,11 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/pflag"
+	"golang.org/x/term"
 )
 
 // command is one subcommand. Each lives in its own file with a constructor
@@ -117,6 +119,12 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	}
 	c := findCommand(cmds, name)
 	if c == nil {
+		if args, ok := seedForm(rest); ok {
+			// The seed's form, `dabba IMAGE TAG`: an interactive run.
+			c, rest = findCommand(cmds, "run"), args
+		}
+	}
+	if c == nil {
 		fmt.Fprintf(stderr, "dabba: unknown command %q\nRun 'dabba --help' for usage.\n", name)
 		return exitUsageStatus
 	}
@@ -150,6 +158,20 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	return exitDabba
 }
 
+// seedForm turns `dabba IMAGE TAG`, the first form dabba had, into the
+// arguments of `dabba run -i [-t] IMAGE:TAG` (-t when stdin is a terminal).
+func seedForm(rest []string) ([]string, bool) {
+	if len(rest) != 2 || strings.HasPrefix(rest[0], "-") || strings.HasPrefix(rest[1], "-") ||
+		strings.ContainsAny(rest[0], "@") || strings.ContainsAny(rest[1], "/:@") {
+		return nil, false
+	}
+	args := []string{"run", "-i"}
+	if term.IsTerminal(int(os.Stdin.Fd())) {
+		args = append(args, "-t")
+	}
+	return append(args, rest[0]+":"+rest[1]), true
+}
+
 func findCommand(cmds []*command, name string) *command {
 	for _, c := range cmds {
 		if c.name == name {
@@ -176,15 +198,21 @@ func printUsage(w io.Writer, root *pflag.FlagSet, cmds []*command) {
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Global flags:")
-	fmt.Fprint(w, root.FlagUsages())
+	fmt.Fprint(w, flagUsages(root))
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Run 'dabba COMMAND --help' for a command's flags.")
+}
+
+// flagUsages is pflag's listing without the "[=true|false]" it writes
+// after every boolean flag, as podman's help shows them.
+func flagUsages(fs *pflag.FlagSet) string {
+	return strings.ReplaceAll(fs.FlagUsages(), "[=true|false]", strings.Repeat(" ", len("[=true|false]")))
 }
 
 func printCommandUsage(w io.Writer, c *command) {
 	fmt.Fprintf(w, "Usage: dabba %s %s\n\n%s\n", c.name, c.usage, c.short)
 	if c.flags.HasAvailableFlags() {
 		fmt.Fprintln(w, "\nFlags:")
-		fmt.Fprint(w, c.flags.FlagUsages())
+		fmt.Fprint(w, flagUsages(c.flags))
 	}
 }

@@ -60,7 +60,7 @@ func newRunCmd(g *globals) *command {
 	fs.BoolVar(&o.rm, "rm", true, "remove the container when it exits (always, for now: containers are temporary)")
 	fs.BoolVar(&o.init, "init", false, "run the command under a minimal init that reaps zombies and forwards signals")
 	fs.BoolVar(&o.singleID, "single-id", false, "map only your own uid and gid (no /etc/subuid ranges needed; chown inside fails)")
-	fs.StringVar(&o.network, "network", "", "network: none, host or slirp4netns (default slirp4netns when available, else none)")
+	fs.StringVar(&o.network, "network", "", "network: slirp4netns[:allow_host_loopback=true,mtu=N] (default), none or host")
 	fs.StringArrayVarP(&o.publish, "publish", "p", nil, "publish a port: [HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp|/udp] (slirp4netns)")
 	fs.StringVarP(&o.memory, "memory", "m", "", "memory limit (e.g. 512m, 1g)")
 	fs.Int64Var(&o.pidsLimit, "pids-limit", 0, "limit the number of processes")
