@@ -133,15 +133,21 @@ func (o *runOptions) run(ctx context.Context, g *globals, fs *pflag.FlagSet, arg
 	var cgroup sandbox.Cgroup
 	if !limits.IsZero() {
 		cg, err := cgroups.New(id[:12], limits)
-		if err != nil {
+		switch {
+		case err != nil && cgroups.Ignorable(err):
+			// What podman does on cgroup v1 without delegation: say so and
+			// run without limits.
+			fmt.Fprintf(g.stderr, "dabba run: warning: resource limits ignored: %v\n", err)
+		case err != nil:
 			return &exitError{code: exitDabba, err: err}
+		default:
+			defer func() {
+				if err := cg.Remove(); err != nil {
+					fmt.Fprintf(g.stderr, "dabba run: removing the cgroup: %v\n", err)
+				}
+			}()
+			cgroup = cg
 		}
-		defer func() {
-			if err := cg.Remove(); err != nil {
-				fmt.Fprintf(g.stderr, "dabba run: removing the cgroup: %v\n", err)
-			}
-		}()
-		cgroup = cg
 	}
 
 	maps, warning := sandbox.ResolveIDMaps(o.singleID)
