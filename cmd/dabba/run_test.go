@@ -247,14 +247,12 @@ func TestRun(t *testing.T) {
 	})
 
 	t.Run("HostNetwork", func(t *testing.T) {
+		// The interfaces themselves are compared in TestNetwork/Interfaces,
+		// robust to other tests adding veths meanwhile.
 		out := e.ok(t, "--network", "host", "--hostname", "hostnet", e.bbox, "sh", "-c", "grep -c : /proc/net/dev; grep hostnet /etc/hosts")
-		host, err := os.ReadFile("/proc/net/dev")
-		if err != nil {
-			t.Fatal(err)
-		}
 		got := lines(out)
-		if len(got) != 2 || got[0] != fmt.Sprint(strings.Count(string(host), ":")) || !strings.HasSuffix(got[1], "hostnet") {
-			t.Fatalf("--network host: %q, want the host's interfaces and the hostname in /etc/hosts", got)
+		if len(got) != 2 || got[0] == "1" || !strings.HasSuffix(got[1], "hostnet") {
+			t.Fatalf("--network host: %q, want more than lo and the hostname in /etc/hosts", got)
 		}
 	})
 
