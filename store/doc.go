@@ -17,9 +17,14 @@
 //	                       and, for gzip blobs, <hex>.gzran the checkpoints
 //	                       (layers/gzran) to read the tar at any offset
 //	                       straight from the compressed blob.
-//	layers/<diffid-hex>/   a layer extracted in kernel-overlayfs form (see
-//	                       LayerDir); made on demand by `dabba run`.
-//	containers/<id>/       a container's writable upper and work dirs.
+//	layers/<diffid-hex>-<variant>/
+//	                       a layer extracted in kernel-overlayfs form, one
+//	                       copy per id map (variant: "single", or a hash of
+//	                       the subordinate map), since extraction in a user
+//	                       namespace puts ownership on the map's host ids
+//	                       (see LayerDir); made on demand by `dabba run`.
+//	containers/<id>/       a container's writable upper and work dirs, while
+//	                       its dabba holds locks/container-<id>.lock.
 //	refs.json              the image database: manifest digest -> names
 //	                       (repo:tag, repo@digest), config, layers, sizes.
 //	tmp/                   partial downloads (<hex>.partial, kept to resume
@@ -40,7 +45,17 @@
 //	                       refs.json.
 //	locks/blob-<hex>.lock  exclusive while a blob is downloaded, so two
 //	                       pulls of images sharing a layer fetch it once.
-//	locks/layer-<hex>.lock exclusive while a layer is extracted.
+//	locks/layer-<hex>.lock shared by running containers using the layer
+//	                       <hex> (HoldLayers, any variant); gc keeps a layer
+//	                       dir whose lock it cannot take exclusively.
+//	locks/extract-<hex>-<variant>.lock
+//	                       exclusive while a layer is extracted.
+//	locks/container-<id>.lock
+//	                       exclusive, held by the dabba process running the
+//	                       container <id> from before its directory is made
+//	                       until it is removed. The kernel drops it when
+//	                       dabba dies, even by kill -9: a container
+//	                       directory whose lock is free is dead.
 //
 // # Pull
 //
@@ -63,7 +78,8 @@
 //
 // Remove (dabba rmi) untags; when an image loses its last name, everything
 // only it used goes (as GC does, keeping partial downloads). GC (dabba gc)
-// removes everything no image refers to. Extracted layers can hold
+// removes the directories of dead containers (RemoveDeadContainers, which
+// `dabba run` also calls) and everything no image refers to. Extracted layers can hold
 // directories owned by subordinate ids, which the user cannot empty;
 // Store.RemoveFunc (set by cmd/dabba) removes those inside a user
 // namespace. A running container keeps its extracted layers with

@@ -20,23 +20,28 @@ type GCStats struct {
 	LayerDirs int // extracted layers no image refers to (and failed extractions)
 	Partials  int // partial downloads
 	TempFiles int // temporary files of killed writers
-	Bytes     int64
+	// Containers counts the directories of containers whose dabba died
+	// (see RemoveDeadContainers); running containers' are never touched.
+	Containers int
+	Bytes      int64
 	// InUse lists extracted layer dirs kept although unreferenced, because
 	// a running container holds them (see HoldLayers).
 	InUse []string
 }
 
-// GC removes every blob, index, extracted layer directory, partial download
-// and temporary file that no image in the store refers to. It waits for
-// running pulls to finish first. Directories holding files of subordinate
-// ids are removed with RemoveFunc when set.
+// GC removes the directories of dead containers (RemoveDeadContainers),
+// then every blob, index, extracted layer directory (of any id-map
+// variant), partial download and temporary file that no image in the store
+// refers to. It waits for running pulls to finish first, and keeps what
+// running containers use. Directories holding files of subordinate ids are
+// removed with RemoveFunc when set.
 func (s *Store) GC(ctx context.Context) (*GCStats, error) {
 	return s.collect(ctx, true)
 }
 
-// collect is GC; partials=false keeps partial downloads (for rmi, which
-// should not throw away a download the user may resume).
-func (s *Store) collect(ctx context.Context, partials bool) (*GCStats, error) {
+// collect is GC; full=false (for rmi) keeps partial downloads, which the
+// user may resume, and leaves containers alone.
+func (s *Store) collect(ctx context.Context, full bool) (*GCStats, error) {
 	sl, err := s.storeLock(ctx, true)
 	if err != nil {
 		return nil, err
@@ -94,6 +99,11 @@ func (s *Store) collect(ctx context.Context, partials bool) (*GCStats, error) {
 		}
 	}
 
+	if full {
+		// First: a dead container no longer holds its layers.
+		errs = append(errs, s.sweepContainers(st)...)
+		s.sweepContainerLocks()
+	}
 	each(filepath.Join(s.root, "blobs", "sha256"), func(n string) {
 		if !blobs[n] && removeFile(filepath.Join(s.root, "blobs", "sha256", n)) {
 			st.Blobs++
@@ -110,10 +120,10 @@ func (s *Store) collect(ctx context.Context, partials bool) (*GCStats, error) {
 		}
 	})
 	each(filepath.Join(s.root, "layers"), func(n string) {
-		hexName := n
-		if strings.HasPrefix(n, ".tmp-") {
-			hexName = "" // a killed extraction
-		} else if dirs[n] {
+		// <hex> or <hex>-<variant>: held through layer-<hex>.lock, whatever
+		// the variant. Other names (.tmp-*: a killed extraction) go.
+		hexName, ok := layerDirDiffID(n)
+		if ok && dirs[hexName] {
 			return
 		}
 		p := filepath.Join(s.root, "layers", n)
@@ -144,7 +154,7 @@ func (s *Store) collect(ctx context.Context, partials bool) (*GCStats, error) {
 		p := filepath.Join(s.tmpDir(), n)
 		switch {
 		case strings.HasSuffix(n, ".partial"):
-			if partials && removeFile(p) {
+			if full && removeFile(p) {
 				st.Partials++
 			}
 		default:
@@ -153,8 +163,13 @@ func (s *Store) collect(ctx context.Context, partials bool) (*GCStats, error) {
 			}
 		}
 	})
-	// Locks of blobs that are gone (a failed download leaves its lock file).
+	// Locks of blobs that are gone (a failed download leaves its lock file),
+	// and extraction locks (free: extraction holds the store lock shared).
 	each(filepath.Join(s.root, "locks"), func(n string) {
+		if strings.HasPrefix(n, "extract-") {
+			os.Remove(filepath.Join(s.root, "locks", n))
+			return
+		}
 		if hx, ok := strings.CutPrefix(n, "blob-"); ok {
 			hx = strings.TrimSuffix(hx, ".lock")
 			if !blobs[hx] {
@@ -164,7 +179,7 @@ func (s *Store) collect(ctx context.Context, partials bool) (*GCStats, error) {
 			}
 		}
 	})
-	slog.Debug("gc done", "stage", "gc", "blobs", st.Blobs, "indexes", st.Indexes, "layerDirs", st.LayerDirs, "partials", st.Partials, "bytes", st.Bytes)
+	slog.Debug("gc done", "stage", "gc", "blobs", st.Blobs, "indexes", st.Indexes, "layerDirs", st.LayerDirs, "partials", st.Partials, "containers", st.Containers, "bytes", st.Bytes)
 	if len(errs) > 0 {
 		return st, fmt.Errorf("gc of %s: %w", s.root, errors.Join(errs...))
 	}

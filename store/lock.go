@@ -76,3 +76,27 @@ func (l *fileLock) Unlock() {
 		l.f = nil
 	}
 }
+
+// tryLockStable is tryLockFile for lock files another process may unlink
+// while they are free (GC removes the locks of dead containers): after the
+// flock it checks that path still names the locked file, and starts over
+// when it does not, so a holder never holds a lock on an unlinked file that
+// others, opening path afresh, would not see.
+func tryLockStable(path string, exclusive bool) (l *fileLock, ok bool, err error) {
+	for range 100 {
+		l, ok, err := tryLockFile(path, exclusive)
+		if err != nil || !ok {
+			return nil, ok, err
+		}
+		var held, named unix.Stat_t
+		if err := unix.Fstat(int(l.f.Fd()), &held); err != nil {
+			l.Unlock()
+			return nil, false, fmt.Errorf("locking %s: %w", path, err)
+		}
+		if err := unix.Stat(path, &named); err == nil && named.Dev == held.Dev && named.Ino == held.Ino {
+			return l, true, nil
+		}
+		l.Unlock() // unlinked (or replaced) meanwhile: take the new one
+	}
+	return nil, false, fmt.Errorf("locking %s: the lock file keeps being replaced", path)
+}

@@ -246,7 +246,7 @@ func TestSharedLayerStoredOnceAndGC(t *testing.T) {
 	}
 
 	// An extracted layer and a partial download and a stray temp file.
-	dir, err := s.LayerDir(ctx, ia.Layers[1].DiffID, func(ctx context.Context, tmp string) error {
+	dir, err := s.LayerDir(ctx, ia.Layers[1].DiffID, "", func(ctx context.Context, tmp string) error {
 		return os.WriteFile(filepath.Join(tmp, "a"), []byte("a\n"), 0o644)
 	})
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -44,6 +45,11 @@ type Store struct {
 	// inside a user namespace mapping those ids. Without it, such trees
 	// are left in place and the error says so.
 	RemoveFunc func(path string) error
+
+	mu sync.Mutex
+	// containers are the locks of the containers whose directories this
+	// process made (ContainerDir), by id.
+	containers map[string]*fileLock
 }
 
 // Image is an image in the store.
@@ -192,17 +198,31 @@ func (s *Store) readBlob(h v1.Hash) ([]byte, error) {
 }
 
 // LayerDir returns the directory holding the layer diffID extracted in
-// kernel-overlayfs form. When absent it makes a temporary directory inside
-// the store, calls extract(ctx, tmp) to fill it (from BlobPath of the
-// layer), and renames it into place atomically; concurrent callers for the
-// same layer wait on a lock and share the result. A failed extract leaves
-// nothing behind (or, when the partial tree cannot be removed, a directory
-// gc will remove).
-func (s *Store) LayerDir(ctx context.Context, diffID v1.Hash, extract func(ctx context.Context, tmp string) error) (string, error) {
+// kernel-overlayfs form for the id mapping named variant. Extraction in a
+// user namespace puts each file's ownership on host ids that depend on the
+// id map (the full subordinate map, the single-id map, another range after
+// /etc/subuid changed), so each map gets its own copy: layers/<hex>-<variant>
+// (layers/<hex> for variant ""). A variant is 1 to 64 of a-z, 0-9 and '-'
+// that the caller derives from its map.
+//
+// When absent LayerDir makes a temporary directory inside the store, calls
+// extract(ctx, tmp) to fill it (from BlobPath of the layer), and renames it
+// into place atomically; concurrent callers for the same layer and variant
+// wait on a lock and share the result. A failed extract leaves nothing
+// behind (or, when the partial tree cannot be removed, a directory gc will
+// remove).
+func (s *Store) LayerDir(ctx context.Context, diffID v1.Hash, variant string, extract func(ctx context.Context, tmp string) error) (string, error) {
 	if err := checkHash(diffID); err != nil {
 		return "", fmt.Errorf("layer dir: %w", err)
 	}
-	dir := filepath.Join(s.root, "layers", diffID.Hex)
+	if variant != "" && !variantRe.MatchString(variant) {
+		return "", fmt.Errorf("layer dir of %s: variant %q: want 1 to 64 of a-z, 0-9 and '-'", diffID, variant)
+	}
+	key := diffID.Hex
+	if variant != "" {
+		key += "-" + variant
+	}
+	dir := filepath.Join(s.root, "layers", key)
 	if fi, err := os.Stat(dir); err == nil && fi.IsDir() {
 		return dir, nil
 	}
@@ -211,7 +231,9 @@ func (s *Store) LayerDir(ctx context.Context, diffID v1.Hash, extract func(ctx c
 		return "", err
 	}
 	defer sl.Unlock()
-	l, err := lockFile(ctx, s.lockPath("layer-"+diffID.Hex), true)
+	// Not layer-<hex>.lock: running containers hold that one shared
+	// (HoldLayers), and extracting another variant must not wait for them.
+	l, err := lockFile(ctx, s.lockPath("extract-"+key), true)
 	if err != nil {
 		return "", err
 	}
@@ -219,7 +241,7 @@ func (s *Store) LayerDir(ctx context.Context, diffID v1.Hash, extract func(ctx c
 	if fi, err := os.Stat(dir); err == nil && fi.IsDir() {
 		return dir, nil
 	}
-	tmp := filepath.Join(s.root, "layers", ".tmp-"+diffID.Hex+"-"+randomHex(4))
+	tmp := filepath.Join(s.root, "layers", ".tmp-"+key+"-"+randomHex(4))
 	if err := os.Mkdir(tmp, 0o755); err != nil {
 		return "", fmt.Errorf("extracting layer %s: %w", diffID, err)
 	}
@@ -239,27 +261,21 @@ func (s *Store) LayerDir(ctx context.Context, diffID v1.Hash, extract func(ctx c
 	return dir, nil
 }
 
-var containerIDRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+var variantRe = regexp.MustCompile(`^[a-z0-9-]{1,64}$`)
 
-// ContainerDir makes root/containers/<id>/ (mode 0700) and returns it.
-func (s *Store) ContainerDir(id string) (string, error) {
-	if !containerIDRe.MatchString(id) {
-		return "", fmt.Errorf("container id %q: want letters, digits, '_', '.', '-'", id)
+// layerDirDiffID returns the diff_id hex of an extracted layer directory's
+// name (<hex> or <hex>-<variant>); ok is false for other names.
+func layerDirDiffID(name string) (hx string, ok bool) {
+	if len(name) < 64 || !hexRe.MatchString(name[:64]) {
+		return "", false
 	}
-	d := filepath.Join(s.root, "containers", id)
-	if err := os.MkdirAll(d, 0o700); err != nil {
-		return "", fmt.Errorf("container dir %s: %w", d, err)
+	if len(name) == 64 {
+		return name, true
 	}
-	return d, nil
-}
-
-// RemoveContainerDir removes root/containers/<id>/ and everything in it,
-// using RemoveFunc for what the user cannot remove alone.
-func (s *Store) RemoveContainerDir(id string) error {
-	if !containerIDRe.MatchString(id) {
-		return fmt.Errorf("container id %q: want letters, digits, '_', '.', '-'", id)
+	if name[64] != '-' || !variantRe.MatchString(name[65:]) {
+		return "", false
 	}
-	return s.removeTree(filepath.Join(s.root, "containers", id))
+	return name[:64], true
 }
 
 // removeTree removes a directory tree: first plainly, then after making

@@ -29,7 +29,7 @@ func TestLayerDirOnceAndShared(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			s2, _ := Open(s.Root())
-			dirs[i], errs[i] = s2.LayerDir(context.Background(), diff, extract)
+			dirs[i], errs[i] = s2.LayerDir(context.Background(), diff, "", extract)
 		}()
 	}
 	wg.Wait()
@@ -50,7 +50,7 @@ func TestLayerDirFailedExtractLeavesNothing(t *testing.T) {
 	s := openTemp(t)
 	diff := sha256Hash([]byte("bad layer"))
 	boom := errors.New("boom")
-	_, err := s.LayerDir(context.Background(), diff, func(ctx context.Context, tmp string) error {
+	_, err := s.LayerDir(context.Background(), diff, "", func(ctx context.Context, tmp string) error {
 		os.MkdirAll(filepath.Join(tmp, "a", "b"), 0o755)
 		os.WriteFile(filepath.Join(tmp, "a", "b", "f"), nil, 0o644)
 		os.Chmod(filepath.Join(tmp, "a"), 0o555) // read-only dirs, as layers have
@@ -62,7 +62,7 @@ func TestLayerDirFailedExtractLeavesNothing(t *testing.T) {
 	if n := listDir(t, filepath.Join(s.Root(), "layers")); len(n) != 0 {
 		t.Errorf("layers/ holds %v after a failed extract", n)
 	}
-	if _, err := s.LayerDir(context.Background(), v1.Hash{Algorithm: "sha256", Hex: "../../x"}, nil); err == nil {
+	if _, err := s.LayerDir(context.Background(), v1.Hash{Algorithm: "sha256", Hex: "../../x"}, "", nil); err == nil {
 		t.Error("LayerDir accepted a bad digest")
 	}
 }
@@ -93,7 +93,7 @@ func TestHoldLayersKeepsThemFromGC(t *testing.T) {
 	s := openTemp(t)
 	ctx := context.Background()
 	diff := sha256Hash([]byte("held"))
-	dir, err := s.LayerDir(ctx, diff, func(ctx context.Context, tmp string) error { return nil })
+	dir, err := s.LayerDir(ctx, diff, "", func(ctx context.Context, tmp string) error { return nil })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,7 +16,7 @@ func newGCCmd(g *globals) *command {
 	return &command{
 		name:  "gc",
 		usage: "",
-		short: "remove blobs, layers and partial downloads no image uses",
+		short: "remove dead containers, and blobs, layers and partial downloads no image uses",
 		flags: fs,
 		run: func(ctx context.Context, g *globals, args []string) error {
 			if len(args) != 0 {
@@ -48,6 +48,7 @@ func gcSummary(st *store.GCStats) string {
 			parts = append(parts, fmt.Sprintf("%d %s", n, many))
 		}
 	}
+	add(st.Containers, "dead container", "dead containers")
 	add(st.Blobs, "blob", "blobs")
 	add(st.Indexes, "layer index", "layer indexes")
 	add(st.LayerDirs, "extracted layer", "extracted layers")

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,14 +29,23 @@ type preparedRootfs struct {
 }
 
 // prepareRootfs finds ref in the store (pulling it when absent), extracts
-// each of its layers once into the store (inside a user namespace with maps,
-// so ownership lands on the container's ids), and makes the container's
-// upper and work directories. cleanup removes them (containers are
-// temporary: --rm is the only behaviour for now).
+// each of its layers once per id map into the store (inside a user namespace
+// with maps, so ownership lands on the container's ids), and makes the
+// container's upper and work directories. This process holds the
+// container's store lock until cleanup, which removes them (containers are
+// temporary: --rm is the only behaviour for now); if dabba is killed
+// instead, `dabba gc` or the next `dabba run` removes them.
 func prepareRootfs(ctx context.Context, g *globals, ref, id string, maps *sandbox.IDMaps) (*preparedRootfs, error) {
 	st, err := store.Open(g.root)
 	if err != nil {
 		return nil, err
+	}
+	// Containers whose dabba was killed: cheap when there are none (a
+	// directory read, a flock attempt per running container). They may have
+	// run under another id map than this one: remove with the full map.
+	st.RemoveFunc = storeRemoveFunc
+	if n, err := st.RemoveDeadContainers(); n > 0 || err != nil {
+		slog.Debug("removed dead containers", "stage", "run", "count", n, "err", err)
 	}
 	st.RemoveFunc = func(p string) error { return removeInUserNS(p, maps) }
 	img, err := st.Lookup(ref)
@@ -51,9 +62,10 @@ func prepareRootfs(ctx context.Context, g *globals, ref, id string, maps *sandbo
 	}
 	diffIDs := make([]v1.Hash, 0, len(img.Layers))
 	lower := make([]string, 0, len(img.Layers))
+	variant := layerVariant(maps)
 	for _, l := range img.Layers {
 		l := l
-		dir, err := st.LayerDir(ctx, l.DiffID, func(ctx context.Context, tmp string) error {
+		dir, err := st.LayerDir(ctx, l.DiffID, variant, func(ctx context.Context, tmp string) error {
 			return extractInUserNS(ctx, st.BlobPath(l.Digest), tmp, l.Digest.String(), maps)
 		})
 		if err != nil {
@@ -96,6 +108,26 @@ func prepareRootfs(ctx context.Context, g *globals, ref, id string, maps *sandbo
 		rootfs:  sandbox.Rootfs{Type: sandbox.RootfsOverlay, Lower: lower, Upper: upper, Work: work},
 		cleanup: cleanup,
 	}, nil
+}
+
+// layerVariant names the id map layers are extracted under (see
+// store.Store.LayerDir): files land on the map's host ids, so a layer
+// extracted under the single-id map (everything the caller's) must not serve
+// a full-map container (where it would show root-owned files for every
+// owner), nor the reverse (where files of other owners show as nobody), nor
+// a map from before /etc/subuid changed.
+func layerVariant(maps *sandbox.IDMaps) string {
+	if maps.Single {
+		return "single"
+	}
+	h := sha256.New()
+	for _, m := range [][]sandbox.IDMapping{maps.UID, maps.GID} {
+		for _, e := range m {
+			fmt.Fprintf(h, "%d %d %d\n", e.ContainerID, e.HostID, e.Size)
+		}
+		h.Write([]byte("-\n"))
+	}
+	return "map-" + hex.EncodeToString(h.Sum(nil))[:16]
 }
 
 // extractInUserNS extracts the layer blob into dir by re-executing dabba as
