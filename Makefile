@@ -39,6 +39,11 @@ demo: build
 bench-deps:
 	./scripts/bench-deps.sh
 
+# As root: the benchmark (bench/README.md). QUICK=1: small images, 3 repetitions,
+# under 3 minutes. BENCHFLAGS passes more flags, e.g. BENCHFLAGS="--profile loopback".
+bench:
+	$(GO) run ./bench $(if $(QUICK),--quick) $(BENCHFLAGS)
+
 fuzz:
 	$(GO) test ./layers -run '^$$' -fuzz FuzzIndexLayer -fuzztime 30s
 	$(GO) test ./layers -run '^$$' -fuzz FuzzMerge -fuzztime 30s

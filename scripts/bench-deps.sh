@@ -10,7 +10,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 "$(dirname "$0")/deps.sh"
 TEST_USER=${DABBA_TEST_USER:-dabbatest}
-pkgs=(podman skopeo runc uidmap fuse-overlayfs debootstrap)
+pkgs=(podman skopeo runc uidmap fuse-overlayfs debootstrap time)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
