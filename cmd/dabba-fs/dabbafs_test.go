@@ -205,7 +205,8 @@ stat -c '%u:%g %a %n' "$mnt/etc/shadow" "$mnt/home-file" "$mnt/usr/bin/passwd"
 # The container's writable rootfs: rootless overlayfs over the mount.
 o=$(mktemp -d "$HOME/ovl.XXXXXX"); mkdir "$o/u" "$o/w" "$o/m"
 mount -t overlay -o "lowerdir=$mnt,upperdir=$o/u,workdir=$o/w,userxattr" overlay "$o/m"
-echo written > "$o/m/etc/new"; cat "$o/u/etc/new"; cat "$o/m/etc/hello"; umount "$o/m"
+echo written > "$o/m/etc/new"; cat "$o/u/etc/new"; cat "$o/m/etc/hello"
+echo appended >> "$o/m/etc/hello"; cat "$o/u/etc/hello"; umount "$o/m"  # copy-up
 kill -TERM $pid; wait $pid
 grep -q " $mnt " /proc/self/mountinfo && { echo "still mounted"; exit 1; }
 echo unmounted
@@ -239,7 +240,7 @@ echo unmounted
 				tc.shadow + " 640 " + filepath.Join(home, "mnt/etc/shadow"),
 				tc.home + " 644 ",
 				"0:0 4755 ",
-				"written\nhello from the image\n",
+				"written\nhello from the image\nhello from the image\nappended\n",
 				"unmounted\n",
 			} {
 				if !strings.Contains(s, want) {

@@ -17,7 +17,6 @@ type image struct {
 	name  string
 	tree  *layers.Tree
 	src   *fs.TarFiles
-	tmp   string // unpacked layers
 	close func()
 }
 
@@ -106,17 +105,16 @@ func openImage(g *globals, ref, layerList string) (*image, error) {
 		return nil, fmt.Errorf("directory for the unpacked layers: %w", err)
 	}
 	tree, src, err := fs.OpenLayers(tmp, ls)
+	// The unpacked layers stay open but unlinked: nothing is left behind,
+	// whatever ends this process.
+	os.RemoveAll(tmp)
 	if err != nil {
-		os.RemoveAll(tmp)
 		if ref == "" {
 			return nil, err // the layer files are named in err
 		}
 		return nil, fmt.Errorf("image %s: %w", name, err)
 	}
-	im := &image{name: name, tree: tree, src: src, tmp: tmp}
-	im.close = func() {
-		src.Close()
-		os.RemoveAll(tmp)
-	}
+	im := &image{name: name, tree: tree, src: src}
+	im.close = func() { src.Close() }
 	return im, nil
 }
