@@ -254,7 +254,7 @@ func (s *Store) streamLayer(ctx context.Context, c *registryClient, l Layer, p *
 		}()
 	}
 
-	pres, blobSum, diffSum, err := runPass(src, l, p)
+	pres, blobSum, diffSum, err := runPass(ctx, src, l, p)
 	if blobSum != "" && blobSum != l.Digest.Hex {
 		// Wrong bytes usually also fail to decompress; the mismatch is the
 		// cause worth reporting.
@@ -282,6 +282,9 @@ func (s *Store) streamLayer(ctx context.Context, c *registryClient, l Layer, p *
 		if err := s.writeFileAtomic(s.CheckpointsPath(l.Digest), cb); err != nil {
 			return res, fmt.Errorf("layer %s: %w", l.Digest, err)
 		}
+	}
+	if err := s.writeFileAtomic(s.ChunkSumsPath(l.Digest), marshalChunkSums(pres.chunkSums, l.Size)); err != nil {
+		return res, fmt.Errorf("layer %s: %w", l.Digest, err)
 	}
 	if err := s.writeFileAtomic(s.diffIDPath(l.Digest), []byte(l.DiffID.String()+"\n")); err != nil {
 		return res, fmt.Errorf("layer %s: %w", l.Digest, err)
@@ -325,24 +328,24 @@ func layerErr(image string, l Layer, err error) error {
 }
 
 // runPass moves the blob's bytes from src through both hashes and the
-// indexer. The download side (network, file write, blob hash) runs in its
-// own goroutine, so it overlaps with decompression.
-func runPass(src *blobSource, l Layer, p *progress) (*passResult, string, string, error) {
-	pr, pw := io.Pipe()
+// indexer, in three goroutines (see pipeline.go): the producer (network,
+// partial file, blob hash) runs ahead, the inflater reads the partial file
+// behind it, and this goroutine hashes the tar and indexes it.
+func runPass(ctx context.Context, src *blobSource, l Layer, p *progress) (*passResult, string, string, error) {
 	blobHash := sha256.New()
+	chunks := &chunkSummer{} // chunksums.go
+	feed := newFileFeed()
 	srcDone := make(chan error, 1)
 	go func() {
-		srcDone <- produce(src, pw, blobHash, l.Digest, p)
+		srcDone <- produce(src, feed, summingHash{Hash: blobHash, c: chunks}, l.Digest, p, newGateSlot(ctx))
 	}()
 
 	diffHash := sha256.New()
-	pres, cerr := consume(pr, diffHash, l.Digest.String())
-	if cerr != nil {
-		// Read the rest (at most the size the manifest gives) so the blob
-		// digest can tell wrong bytes from a bad but genuine layer.
-		io.Copy(io.Discard, pr)
-	}
-	pr.CloseWithError(errConsumerDone)
+	// On a content error the producer still runs to the blob's end (at most
+	// the size the manifest gives), so the blob digest can tell wrong bytes
+	// from a bad but genuine layer.
+	inflate := newGateSlot(ctx)
+	pres, cerr := consume(&feedReader{f: src.f, feed: feed, slot: inflate, size: l.Size}, diffHash, l.Digest.String(), inflate, newGateSlot(ctx))
 	serr := <-srcDone
 	if serr != nil {
 		return nil, "", "", serr
@@ -351,6 +354,7 @@ func runPass(src *blobSource, l Layer, p *progress) (*passResult, string, string
 	if cerr != nil {
 		return nil, blobSum, "", cerr
 	}
+	pres.chunkSums = chunks.Sums()
 	return pres, blobSum, hex.EncodeToString(diffHash.Sum(nil)), nil
 }
 
@@ -359,26 +363,26 @@ var (
 	errCutShort     = errors.New("download cut short")
 )
 
-// produce copies src to pw, hashing it; a source error is returned as
-// *errSource, an error writing to pw (the consumer stopped) as nil.
-func produce(src *blobSource, pw *io.PipeWriter, h hash.Hash, d v1.Hash, p *progress) error {
+// produce reads src to its end, hashing it, and publishes in feed how much
+// of the partial file is final; a source error is returned as *errSource.
+func produce(src *blobSource, feed *fileFeed, h hash.Hash, d v1.Hash, p *progress, slot *gateSlot) error {
 	buf := make([]byte, copyBufSize)
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
+			slot.acquire()
 			h.Write(buf[:n])
+			slot.release()
 			p.add(d, int64(n))
-			if _, werr := pw.Write(buf[:n]); werr != nil {
-				return nil
-			}
+			feed.advance(int64(n))
 		}
 		if err == io.EOF {
-			pw.Close()
+			feed.finish(io.EOF)
 			return nil
 		}
 		if err != nil {
 			se := &errSource{err}
-			pw.CloseWithError(se)
+			feed.finish(se)
 			return se
 		}
 	}
@@ -391,6 +395,9 @@ type passResult struct {
 	// blob, for reading it at any offset without inflating from the start;
 	// nil for other compressions.
 	checkpoints *gzran.Index
+	// chunkSums are the CRC-32C of each BlobChunkSize bytes of the blob
+	// (chunksums.go).
+	chunkSums []uint32
 }
 
 // useCheckpoints makes the pull inflate gzip layers with layers/gzran,
@@ -400,31 +407,48 @@ var useCheckpoints = true
 
 // consume decompresses the blob, hashes the tar, indexes it, and reads both
 // streams to their ends (so trailing bytes are hashed and checked too).
-func consume(r io.Reader, diffHash hash.Hash, layer string) (*passResult, error) {
-	br := bufio.NewReaderSize(r, copyBufSize)
-	peek, err := br.Peek(4)
-	if err != nil && err != io.EOF {
+func consume(r *feedReader, diffHash hash.Hash, layer string, inflate, index *gateSlot) (*passResult, error) {
+	peek, err := r.peek(4)
+	if err != nil {
 		return nil, err
 	}
 	var dr io.Reader
 	var gz *gzran.Indexer
+	var br io.Reader = r
 	if useCheckpoints && layers.DetectCompression(peek) == layers.Gzip {
-		gz = gzran.NewIndexer(br, gzran.DefaultSpan)
+		// gzran reads in chunks of its own: no bufio copy in between.
+		gz = gzran.NewIndexer(r, gzran.DefaultSpan)
 		dr = &gzranReader{r: gz}
 	} else {
-		d, _, err := layers.Decompress(br)
+		// Decompress's decoders may read in goroutines of their own (zstd),
+		// outside the gate's accounting: leave this pass ungated, so no
+		// token is held while waiting for them.
+		r.slot, inflate = nil, nil
+		bb := bufio.NewReaderSize(r, copyBufSize)
+		br = bb
+		d, _, err := layers.Decompress(bb)
 		if err != nil {
 			return nil, err
 		}
 		defer d.Close()
 		dr = d
 	}
-	tee := io.TeeReader(dr, diffHash)
-	ix, err := layers.IndexLayer(tee, layer)
-	if err != nil {
-		return nil, err
+	// The inflater runs in its own goroutine; this one hashes the tar (as
+	// bp hands it over) and indexes it.
+	bp := newBufPipe(diffHash, index)
+	inflated := make(chan struct{})
+	go func() {
+		defer close(inflated)
+		bp.pump(dr, inflate)
+	}()
+	ix, err := layers.IndexLayer(bp, layer)
+	if err == nil {
+		_, err = io.Copy(io.Discard, bp)
 	}
-	if _, err := io.Copy(io.Discard, tee); err != nil {
+	index.release()
+	bp.close()
+	<-inflated
+	if err != nil {
 		return nil, err
 	}
 	if _, err := io.Copy(io.Discard, br); err != nil {

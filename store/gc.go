@@ -115,6 +115,9 @@ func (s *Store) collect(ctx context.Context, full bool) (*GCStats, error) {
 		if !sidecar {
 			hx, sidecar = strings.CutSuffix(n, checkpointsSuffix)
 		}
+		if !sidecar {
+			hx, sidecar = strings.CutSuffix(n, chunkSumsSuffix)
+		}
 		if !indexes[hx] && removeFile(filepath.Join(s.root, "index", "sha256", n)) && !sidecar {
 			st.Indexes++
 		}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -226,14 +227,23 @@ func (s *Store) fetchLayers(ctx context.Context, c *registryClient, ls []Layer, 
 	sizes := make([]int64, len(ls))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(jobs)
+	// Largest first: on a machine with few cores the pull lasts at least as
+	// long as inflating its largest layer, which must not start last.
+	order := make([]int, len(ls))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(ls[b].Size, ls[a].Size) })
+	gate := newCPUGate()
 	seen := map[v1.Hash]bool{}
-	for i, l := range ls {
+	for _, i := range order {
+		l := ls[i]
 		if seen[l.Digest] {
 			continue // the same blob twice in one image: fetched once, sized below
 		}
 		seen[l.Digest] = true
 		g.Go(func() error {
-			n, err := s.fetchLayer(gctx, c, l, p)
+			n, err := s.fetchLayer(withGate(gctx, gate, l.Size), c, l, p)
 			sizes[i] = n
 			return err
 		})
