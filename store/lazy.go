@@ -1,0 +1,901 @@
+package store
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/dabba/dabba/layers"
+	"github.com/dabba/dabba/layers/remote"
+)
+
+// LazyOptions configure OpenLazy.
+type LazyOptions struct {
+	// Platform and Insecure are as for Pull.
+	Platform *v1.Platform
+	Insecure bool
+	// CacheSize caps the shared chunk cache (remote.DefaultCacheSize when
+	// 0; --cache-size).
+	CacheSize int64
+	// RequirePinned uses only an index artifact pinned on this machine by
+	// `dabba index push`; an unpinned one found through the referrers API
+	// is ignored (its layers are then fetched whole).
+	RequirePinned bool
+	// NoPrefetch skips the prefetch at open (the files learnt from earlier
+	// runs and eStargz's prefetch landmark). NoRecord records nothing for
+	// later runs.
+	NoPrefetch bool
+	NoRecord   bool
+	// Notice receives the one line saying which layers were fetched whole
+	// and how to make them lazy; nil: none (it is in LazyImage.Notice).
+	Notice io.Writer
+	// Progress receives the progress of layers fetched whole, as Pull's.
+	Progress io.Writer
+	// Fetch tunes the range fetchers (nil: the defaults); TempDir defaults
+	// to the store's tmp/.
+	Fetch *remote.Options
+}
+
+// LazyKind says how a layer of a LazyImage is read.
+type LazyKind string
+
+// Kinds of lazy layers.
+const (
+	// KindEStargz: by its eStargz TOC, chunks fetched by range.
+	KindEStargz LazyKind = "estargz"
+	// KindIndexed: a gzip layer by its dabba index, spans fetched by range.
+	KindIndexed LazyKind = "indexed"
+	// KindLocal: the blob was already in the store.
+	KindLocal LazyKind = "local"
+	// KindFetched: no index; the blob was fetched whole into the store.
+	KindFetched LazyKind = "fetched"
+)
+
+// LazyLayer is one layer of a LazyImage.
+type LazyLayer struct {
+	Layer
+	Kind  LazyKind
+	Index *layers.Index
+
+	r     io.ReaderAt
+	f     *remote.Fetcher
+	gz    *remote.GzipLayer
+	es    *remote.EStargz
+	close func() error
+	files []int // indexes of Index.Entries of regular files, by offset
+	// bad, once set, fails every read: the background check found the
+	// layer's index (an unpinned artifact) not to describe the layer.
+	bad      atomic.Pointer[error]
+	verified atomic.Bool
+}
+
+// Verified reports whether the layer's bytes and entries are known to be
+// the layer's own: always for local, fetched and eStargz layers and for a
+// pinned index; for an unpinned index once the background fetch has
+// checked the whole layer against its diff_id.
+func (ll *LazyLayer) Verified() bool { return ll.verified.Load() }
+
+// LazyImage is an image opened for lazy reading: metadata now, file bytes
+// when read. It has the shape fs needs: Tree for fs.New, and ReadAt
+// (fs.LayerReader). It is safe for concurrent use.
+type LazyImage struct {
+	// Image describes the image (Size is 0: the uncompressed sizes are not
+	// all known).
+	Image  *Image
+	Layers []*LazyLayer
+	// Tree is the merged view of the layers (layers.Merge of their
+	// indexes).
+	Tree *layers.Tree
+	// IndexArtifact is the dabba index artifact used (zero when none);
+	// IndexPinned says it was the one pinned by `dabba index push` here.
+	IndexArtifact v1.Hash
+	IndexPinned   bool
+	// Notice is the line about layers fetched whole ("" when none).
+	Notice string
+
+	s          *Store
+	ctx        context.Context // ends with Close
+	cancel     context.CancelFunc
+	indexBytes int64
+	wholeBytes int64
+	bg         sync.WaitGroup
+	bgErr      atomic.Pointer[error]
+	prefetched chan struct{}
+	prefErr    error
+
+	recording bool
+	recMu     sync.Mutex
+	recSeen   map[[2]int]bool
+	recFiles  []string
+	recBytes  int64
+	learned   []string
+	closeOnce sync.Once
+}
+
+// OpenLazy opens ref for lazy reading. An image a pull left whole in the
+// store is opened from there, without the network. Otherwise it resolves the manifest and config
+// (verified, and kept in the store's blobs/) without downloading the
+// layers; each layer is then, in order of preference:
+//
+//  1. already in the store (a pull fetched it): read locally;
+//  2. eStargz (the containerd.io/snapshot/stargz/toc.digest annotation):
+//     remote.OpenEStargz, the TOC checked against the annotation, every
+//     chunk against its digest;
+//  3. covered by a dabba index artifact (`dabba index push`), the one
+//     pinned in this store or else one found through the referrers API:
+//     remote.NewGzipLayer, every span checked against its digest;
+//  4. none of these: fetched whole (in parallel, through the verifying
+//     pull path) while the rest stays lazy; Notice names these layers and
+//     says how to make them lazy.
+//
+// Trust. A pinned index was built here from blobs verified against the
+// layer digests, so every byte served is the layer's. An unpinned index
+// comes from whoever can push to the repository: OpenLazy checks that it
+// refers to this manifest, that each blob names its layer, that its sizes
+// agree with the layer's compressed size and with each other and that every
+// file lies inside the tar; spans are verified against its digests. What
+// it cannot check without the whole layer is that the entries (names,
+// owners, modes) and span digests are the layer's own: with an honest
+// registry a forged span digest only gives EIO, but a forged entry table
+// could name the layer's bytes differently. The background fetch closes
+// that gap for layers it completes (see StartBackground); RequirePinned
+// refuses unpinned indexes altogether.
+//
+// The learnt files of earlier runs (and eStargz landmark files) are
+// prefetched in the background at open (WaitPrefetch waits); the files
+// this run reads are recorded and saved by Close for the next run.
+func (s *Store) OpenLazy(ctx context.Context, ref string, opts LazyOptions) (li *LazyImage, err error) {
+	r, err := ParseReference(ref, opts.Insecure)
+	if err != nil {
+		return nil, err
+	}
+	if li, err := s.openPulled(ref, opts); li != nil || err != nil {
+		return li, err
+	}
+	c, err := newRegistryClient(ctx, r, opts.Insecure)
+	if err != nil {
+		return nil, err
+	}
+	img, m, err := s.resolveLazy(ctx, c, r.Identifier(), opts.Platform)
+	if err != nil {
+		return nil, err
+	}
+	cache, err := remote.OpenCache(s.CacheDir(), opts.CacheSize)
+	if err != nil {
+		return nil, err
+	}
+	lctx, cancel := context.WithCancel(context.Background())
+	li = &LazyImage{Image: img, s: s, ctx: lctx, cancel: cancel, prefetched: make(chan struct{}), recording: !opts.NoRecord, recSeen: map[[2]int]bool{}}
+	defer func() {
+		if err != nil {
+			li.closeLayers()
+			cancel()
+		}
+	}()
+
+	fopts := remote.Options{}
+	if opts.Fetch != nil {
+		fopts = *opts.Fetch
+	}
+	if fopts.TempDir == "" {
+		fopts.TempDir = s.tmpDir()
+	}
+	if fopts.Refresh == nil {
+		fopts.Refresh = func(ctx context.Context) (http.RoundTripper, error) {
+			nc, err := newRegistryClient(ctx, r, opts.Insecure)
+			if err != nil {
+				return nil, err
+			}
+			return nc.client.Transport, nil
+		}
+	}
+	newFetcher := func(l Layer) (*remote.Fetcher, error) {
+		return remote.NewFetcher(c.client.Transport, c.url("blobs", l.Digest.String()), l.Digest, l.Size, &fopts)
+	}
+
+	var need []int // layers without a lazy way, fetched whole
+	var idx *foundIndex
+	var indexErr error
+	idxLooked := false
+	for i, l := range img.Layers {
+		ll := &LazyLayer{Layer: l}
+		li.Layers = append(li.Layers, ll)
+		if ok, err := s.openLocal(img.Name, ll); err != nil {
+			return nil, err
+		} else if ok {
+			continue
+		}
+		if toc := m.Layers[i].Annotations[remote.TOCDigestAnnotation]; toc != "" {
+			f, err := newFetcher(l)
+			if err != nil {
+				return nil, fmt.Errorf("%s: layer %s: %w", img.Name, l.Digest, err)
+			}
+			es, err := remote.OpenEStargz(ctx, f, toc, cache)
+			if err != nil {
+				f.Close()
+				return nil, fmt.Errorf("%s: layer %s: %w", img.Name, l.Digest, err)
+			}
+			ll.Kind, ll.Index, ll.r, ll.f, ll.es, ll.close = KindEStargz, es.Index(), es, f, es, f.Close
+			ll.verified.Store(true)
+			continue
+		}
+		if !idxLooked {
+			idxLooked = true
+			if idx, err = s.findIndex(ctx, c, img.ManifestDigest, img.Layers, opts.RequirePinned); err != nil {
+				if ctx.Err() != nil {
+					return nil, err
+				}
+				// An index that cannot be used must not stop the run:
+				// its layers are fetched whole, and the notice says why.
+				slog.Warn("no usable dabba index; fetching layers whole", "stage", "lazy", "image", img.Name, "err", err)
+				indexErr, idx = err, nil
+			}
+			if idx != nil {
+				li.IndexArtifact, li.IndexPinned, li.indexBytes = idx.artifact, idx.pinned, idx.fetched
+			}
+		}
+		if x := idx.layer(l.Digest); x != nil {
+			f, err := newFetcher(l)
+			if err != nil {
+				return nil, fmt.Errorf("%s: layer %s: %w", img.Name, l.Digest, err)
+			}
+			gz, err := remote.NewGzipLayer(f, x.Checkpoints, x.Spans, cache)
+			if err != nil {
+				f.Close()
+				return nil, fmt.Errorf("%s: %w", img.Name, err)
+			}
+			ll.Kind, ll.Index, ll.r, ll.f, ll.gz, ll.close = KindIndexed, x.Entries, gz, f, gz, f.Close
+			ll.verified.Store(idx.pinned)
+			continue
+		}
+		need = append(need, i)
+	}
+
+	if len(need) > 0 {
+		if err := s.fetchWhole(ctx, c, li, need, opts.Progress); err != nil {
+			return nil, err
+		}
+		var names []string
+		gzipOnly := true
+		for _, i := range need {
+			names = append(names, shortDigest(li.Layers[i].Digest))
+			li.wholeBytes += li.Layers[i].Size
+			if c, err := s.blobCompression(li.Layers[i].Digest); err == nil && c != layers.Gzip {
+				gzipOnly = false
+			}
+		}
+		how := fmt.Sprintf("run `dabba index push %s` to make them lazy", img.Name)
+		if !gzipOnly {
+			how += " (gzip layers only; zstd and plain tar layers are lazy only as eStargz)"
+		}
+		li.Notice = fmt.Sprintf("%s: %d of %d layers (%s) have no lazy index and were fetched whole; %s",
+			img.Name, len(need), len(img.Layers), strings.Join(names, ", "), how)
+		if indexErr != nil {
+			li.Notice += fmt.Sprintf(" (the index found was refused: %v)", indexErr)
+		}
+		if opts.Notice != nil {
+			fmt.Fprintln(opts.Notice, li.Notice)
+		}
+	}
+
+	if err := li.finish(opts); err != nil {
+		return nil, err
+	}
+	slog.Debug("lazy image open", "stage", "lazy", "image", img.Name, "layers", len(li.Layers), "whole", len(need), "artifact", li.IndexArtifact.String(), "pinned", li.IndexPinned, "learned", len(li.learned))
+	return li, nil
+}
+
+// openPulled opens ref from the store when a pull left all of it there (as
+// `dabba run` finds an image in the store first): no network at all. It
+// returns nil, nil otherwise.
+func (s *Store) openPulled(ref string, opts LazyOptions) (*LazyImage, error) {
+	img, err := s.Lookup(ref)
+	if err != nil {
+		return nil, nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	li := &LazyImage{Image: img, s: s, ctx: ctx, cancel: cancel, prefetched: make(chan struct{}), recording: !opts.NoRecord, recSeen: map[[2]int]bool{}}
+	for _, l := range img.Layers {
+		ll := &LazyLayer{Layer: l}
+		li.Layers = append(li.Layers, ll)
+		ok, err := s.openLocal(img.Name, ll)
+		if err != nil || !ok {
+			li.closeLayers()
+			cancel()
+			return nil, err
+		}
+	}
+	if err := li.finish(opts); err != nil {
+		li.closeLayers()
+		cancel()
+		return nil, err
+	}
+	return li, nil
+}
+
+// finish merges the layers' indexes and starts the prefetch.
+func (li *LazyImage) finish(opts LazyOptions) error {
+	var err error
+	li.Tree, err = layers.Merge(li.Indexes())
+	if err != nil {
+		return fmt.Errorf("%s: %w", li.Image.Name, err)
+	}
+	for _, ll := range li.Layers {
+		ll.files = regularByOffset(ll.Index)
+	}
+	li.learned = li.s.readLearned(li.Image.ManifestDigest)
+	if opts.NoPrefetch {
+		close(li.prefetched)
+	} else {
+		go li.startPrefetch()
+	}
+	return nil
+}
+
+// resolveLazy fetches (or reads from the store) the manifest and config of
+// id, choosing the platform from an index as Pull does, and keeps them in
+// blobs/.
+func (s *Store) resolveLazy(ctx context.Context, c *registryClient, id string, platform *v1.Platform) (*Image, *v1.Manifest, error) {
+	want := platform
+	if want == nil {
+		want = HostPlatform()
+	}
+	b, mt, md, err := c.manifest(ctx, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	var indexDigest *v1.Hash
+	if mt.IsIndex() {
+		idx, err := v1.ParseIndexManifest(bytes.NewReader(b))
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: parsing image index: %w", c.image, err)
+		}
+		child, err := choosePlatform(c.image, idx, want)
+		if err != nil {
+			return nil, nil, err
+		}
+		d := md
+		indexDigest = &d
+		if err := s.putBlob(ctx, md, b); err != nil {
+			return nil, nil, err
+		}
+		if b, mt, md, err = c.manifest(ctx, child.Digest.String()); err != nil {
+			return nil, nil, err
+		}
+		if mt.IsIndex() {
+			return nil, nil, fmt.Errorf("%s: the index entry for %s is another index; nested indexes are not supported", c.image, platformString(want))
+		}
+	}
+	switch mt {
+	case types.DockerManifestSchema1, types.DockerManifestSchema1Signed:
+		return nil, nil, fmt.Errorf("%s: it is a Docker schema 1 image, which dabba does not support; push it again with a current tool", c.image)
+	}
+	m, err := v1.ParseManifest(bytes.NewReader(b))
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: parsing manifest %s: %w", c.image, md, err)
+	}
+	if err := checkHash(m.Config.Digest); err != nil {
+		return nil, nil, fmt.Errorf("%s: config: %w", c.image, err)
+	}
+	if err := s.putBlob(ctx, md, b); err != nil {
+		return nil, nil, err
+	}
+	var cfgBytes []byte
+	if s.hasBlob(m.Config.Digest, -1) {
+		cfgBytes, err = s.readBlob(m.Config.Digest)
+	} else if cfgBytes, err = c.smallBlob(ctx, m.Config.Digest); err == nil {
+		err = s.putBlob(ctx, m.Config.Digest, cfgBytes)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg, err := v1.ParseConfigFile(bytes.NewReader(cfgBytes))
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: parsing config %s: %w", c.image, m.Config.Digest, err)
+	}
+	if len(cfg.RootFS.DiffIDs) != len(m.Layers) {
+		return nil, nil, fmt.Errorf("%s: manifest lists %d layers but the config %d diff_ids: the image is broken", c.image, len(m.Layers), len(cfg.RootFS.DiffIDs))
+	}
+	img := &Image{Name: c.image, Names: []string{c.image}, ID: m.Config.Digest.Hex, ManifestDigest: md, IndexDigest: indexDigest, Config: cfg}
+	for i, ld := range m.Layers {
+		if err := checkHash(ld.Digest); err != nil {
+			return nil, nil, fmt.Errorf("%s: layer %d: %w", c.image, i, err)
+		}
+		if err := checkHash(cfg.RootFS.DiffIDs[i]); err != nil {
+			return nil, nil, fmt.Errorf("%s: diff_id %d: %w", c.image, i, err)
+		}
+		if ld.Size < 0 {
+			return nil, nil, fmt.Errorf("%s: layer %s has negative size %d", c.image, ld.Digest, ld.Size)
+		}
+		if !isLayerMediaType(ld.MediaType) {
+			return nil, nil, fmt.Errorf("%s: layer %s has media type %q, which is not a layer dabba can use", c.image, ld.Digest, ld.MediaType)
+		}
+		img.Layers = append(img.Layers, Layer{Digest: ld.Digest, DiffID: cfg.RootFS.DiffIDs[i], Size: ld.Size, MediaType: ld.MediaType})
+	}
+	return img, m, nil
+}
+
+// openLocal makes ll read its blob from the store when a pull left it
+// there (blob, index and verified diff_id); false when it is not there.
+func (s *Store) openLocal(image string, ll *LazyLayer) (bool, error) {
+	if _, ok, err := s.presentLayer(image, ll.Layer); err != nil || !ok {
+		return false, err
+	}
+	ix, err := s.readIndex(ll.Digest)
+	if err != nil {
+		return false, nil
+	}
+	comp, err := s.blobCompression(ll.Digest)
+	if err != nil {
+		return false, err
+	}
+	f, err := os.Open(s.BlobPath(ll.Digest))
+	if err != nil {
+		return false, nil
+	}
+	switch comp {
+	case layers.Uncompressed:
+		ll.r = f
+	case layers.Gzip:
+		gz, err := s.Checkpoints(ll.Digest)
+		if err != nil {
+			f.Close()
+			return false, nil
+		}
+		r, err := gz.NewReaderAt(f, ll.Size)
+		if err != nil {
+			f.Close()
+			return false, nil
+		}
+		ll.r = r
+	default:
+		// zstd: decompressed once into an unlinked file.
+		t, err := decompressToTemp(f, s.tmpDir())
+		f.Close()
+		if err != nil {
+			return false, fmt.Errorf("layer %s: %w", ll.Digest, err)
+		}
+		f = t
+		ll.r = t
+	}
+	if ll.Kind == "" {
+		ll.Kind = KindLocal
+	}
+	ll.Index, ll.close = ix, f.Close
+	ll.verified.Store(true)
+	return true, nil
+}
+
+func decompressToTemp(r io.Reader, dir string) (*os.File, error) {
+	d, _, err := layers.Decompress(r)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	t, err := os.CreateTemp(dir, "lazy-*.tar")
+	if err != nil {
+		return nil, err
+	}
+	os.Remove(t.Name())
+	if _, err := io.Copy(t, d); err != nil {
+		t.Close()
+		return nil, err
+	}
+	return t, nil
+}
+
+// fetchWhole fetches the layers need of li whole through the pull path
+// (verified, indexed, kept in the store) and opens them locally.
+func (s *Store) fetchWhole(ctx context.Context, c *registryClient, li *LazyImage, need []int, prog io.Writer) error {
+	sl, err := s.storeLock(ctx, false)
+	if err != nil {
+		return err
+	}
+	defer sl.Unlock()
+	var ls []Layer
+	for _, i := range need {
+		ls = append(ls, li.Layers[i].Layer)
+	}
+	var p *progress
+	if prog != nil {
+		p = newProgress(prog, ls)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(DefaultJobs)
+	for _, l := range ls {
+		g.Go(func() error {
+			_, err := s.fetchLayer(gctx, c, l, p)
+			return err
+		})
+	}
+	err = g.Wait()
+	p.close()
+	if err != nil {
+		return err
+	}
+	for _, i := range need {
+		ll := li.Layers[i]
+		ll.Kind = KindFetched
+		ok, err := s.openLocal(li.Image.Name, ll)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("%s: layer %s: fetched, but not found in the store", li.Image.Name, ll.Digest)
+		}
+	}
+	return nil
+}
+
+// layer returns the lazy index of layer d (nil on a nil foundIndex).
+func (fi *foundIndex) layer(d v1.Hash) *LazyIndex {
+	if fi == nil {
+		return nil
+	}
+	return fi.layers[d]
+}
+
+// CacheDir is the directory of the shared chunk cache of lazy reads.
+func (s *Store) CacheDir() string { return filepath.Join(s.root, "cache") }
+
+// Indexes returns the layers' indexes, bottom first, for layers.Merge.
+func (li *LazyImage) Indexes() []*layers.Index {
+	out := make([]*layers.Index, len(li.Layers))
+	for i, ll := range li.Layers {
+		out[i] = ll.Index
+	}
+	return out
+}
+
+// ReadAt reads layer number layer (Node.Layer) at off, an offset its index
+// recorded: it has the shape of fs.LayerReader. Bytes are verified before
+// they are returned (an error wrapping remote.ErrVerify otherwise). The
+// file read is recorded for the next run's prefetch.
+func (li *LazyImage) ReadAt(layer int, p []byte, off int64) (int, error) {
+	if layer < 0 || layer >= len(li.Layers) {
+		return 0, fmt.Errorf("%s: no layer %d of %d", li.Image.Name, layer, len(li.Layers))
+	}
+	ll := li.Layers[layer]
+	if e := ll.bad.Load(); e != nil {
+		return 0, *e
+	}
+	if li.recording {
+		li.record(layer, ll, off)
+	}
+	n, err := ll.r.ReadAt(p, off)
+	if err == io.EOF && n == len(p) {
+		err = nil
+	}
+	return n, err
+}
+
+// LazyStats count the network traffic of a LazyImage.
+type LazyStats struct {
+	// Requests and BytesFetched are the range requests of lazy layers and
+	// their body bytes.
+	Requests, BytesFetched int64
+	// IndexBytes were fetched for the index artifact (0 when pinned and
+	// kept in the store).
+	IndexBytes int64
+	// WholeBytes are the compressed bytes of layers fetched whole.
+	WholeBytes int64
+	// Retries and RangeIgnored are as in remote.Stats, summed.
+	Retries, RangeIgnored int64
+}
+
+// Stats returns the traffic so far.
+func (li *LazyImage) Stats() LazyStats {
+	st := LazyStats{IndexBytes: li.indexBytes, WholeBytes: li.wholeBytes}
+	for _, ll := range li.Layers {
+		if ll.f != nil {
+			fs := ll.f.Stats()
+			st.Requests += fs.Requests
+			st.BytesFetched += fs.BytesFetched
+			st.Retries += fs.Retries
+			st.RangeIgnored += fs.RangeIgnored
+		}
+	}
+	return st
+}
+
+// prefetchJobs bounds the files prefetched at once (each is fetched by its
+// layer's Fetcher, which bounds its own connections).
+const prefetchJobs = 8
+
+// Prefetch fetches (and verifies, and caches) the contents of the regular
+// files at paths of the merged tree, in parallel. Unknown paths are
+// skipped.
+func (li *LazyImage) Prefetch(ctx context.Context, paths []string) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(prefetchJobs)
+	for _, p := range paths {
+		n := li.Tree.Lookup(p)
+		if n == nil || n.Type != layers.TypeReg || n.Size == 0 || int(n.Layer) >= len(li.Layers) {
+			continue
+		}
+		ll := li.Layers[n.Layer]
+		off, size := n.Offset, n.Size
+		switch {
+		case ll.gz != nil:
+			g.Go(func() error { return ll.gz.Prefetch(gctx, off, size) })
+		case ll.es != nil:
+			g.Go(func() error {
+				buf := make([]byte, min(size, 1<<20))
+				for at := off; at < off+size; at += int64(len(buf)) {
+					b := buf[:min(int64(len(buf)), off+size-at)]
+					if _, err := ll.es.ReadAtContext(gctx, b, at); err != nil && err != io.EOF {
+						return err
+					}
+				}
+				return nil
+			})
+		}
+	}
+	return g.Wait()
+}
+
+// startPrefetch prefetches the files learnt from earlier runs, then the
+// eStargz layers' landmark files.
+func (li *LazyImage) startPrefetch() {
+	defer close(li.prefetched)
+	var errs []error
+	if len(li.learned) > 0 {
+		if err := li.Prefetch(li.ctx, li.learned); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, ll := range li.Layers {
+		if ll.es != nil {
+			if err := ll.es.Prefetch(li.ctx); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	li.prefErr = errors.Join(errs...)
+	if li.prefErr != nil && li.ctx.Err() == nil {
+		slog.Warn("prefetch failed; files will be fetched when read", "stage", "lazy", "image", li.Image.Name, "err", li.prefErr)
+	}
+}
+
+// WaitPrefetch waits for the prefetch started at open and returns its
+// error (a failed prefetch is not fatal: reads fetch what they need).
+func (li *LazyImage) WaitPrefetch() error {
+	<-li.prefetched
+	return li.prefErr
+}
+
+// Learned returns the files the last runs recorded, which OpenLazy
+// prefetches.
+func (li *LazyImage) Learned() []string { return li.learned }
+
+// StartBackground fetches the rest of the lazy layers into the cache, one
+// layer at a time, until done or Close. A failure is kept for
+// WaitBackground; reads are unaffected.
+func (li *LazyImage) StartBackground() {
+	li.bg.Add(1)
+	go func() {
+		defer li.bg.Done()
+		for _, ll := range li.Layers {
+			var err error
+			switch {
+			case ll.gz != nil:
+				err = ll.gz.PrefetchAll(li.ctx)
+				if err == nil && !ll.Verified() {
+					err = li.verifyIndexed(ll)
+				}
+			case ll.es != nil:
+				err = ll.es.PrefetchAll(li.ctx)
+			}
+			if li.ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				err = fmt.Errorf("background fetch of %s layer %s: %w", li.Image.Name, ll.Digest, err)
+				li.bgErr.Store(&err)
+				slog.Warn("background fetch failed", "stage", "lazy", "err", err)
+				return
+			}
+		}
+		slog.Debug("background fetch done", "stage", "lazy", "image", li.Image.Name)
+	}()
+}
+
+// verifyIndexed reads the whole layer ll (from the cache, after the
+// background fetch) and checks the unpinned index it was read by: the
+// uncompressed bytes must have the config's diff_id, and indexing them
+// must give the artifact's entry table. A layer that fails is poisoned:
+// every later read of it fails.
+func (li *LazyImage) verifyIndexed(ll *LazyLayer) error {
+	h := sha256.New()
+	sr := io.NewSectionReader(ctxReaderAt{li.ctx, ll.gz}, 0, ll.gz.Size())
+	r := io.TeeReader(bufio.NewReaderSize(sr, 1<<20), h)
+	ix, err := layers.IndexLayer(r, ll.Digest.String())
+	if err == nil {
+		_, err = io.Copy(io.Discard, r)
+	}
+	if err != nil {
+		if li.ctx.Err() != nil {
+			return li.ctx.Err()
+		}
+		err = fmt.Errorf("layer %s: checking the index of %s against the whole layer: %w", ll.Digest, li.Image.Name, err)
+		ll.bad.Store(&err)
+		return err
+	}
+	var bad error
+	if got := hex.EncodeToString(h.Sum(nil)); got != ll.DiffID.Hex {
+		bad = fmt.Errorf("layer %s of %s: its uncompressed content has digest sha256:%s, the config says %s: index artifact %s does not describe this layer (%w); run `dabba pull` instead of --lazy, and push a new index with `dabba index push`",
+			ll.Digest, li.Image.Name, got, ll.DiffID, li.IndexArtifact, ErrDigestMismatch)
+	} else {
+		a, err1 := ix.MarshalBinary()
+		b, err2 := ll.Index.MarshalBinary()
+		if err1 != nil || err2 != nil || !bytes.Equal(a, b) {
+			bad = fmt.Errorf("layer %s of %s: index artifact %s lists other entries than the layer holds (%w); run `dabba pull` instead of --lazy, and push a new index with `dabba index push`",
+				ll.Digest, li.Image.Name, li.IndexArtifact, ErrDigestMismatch)
+		}
+	}
+	if bad != nil {
+		ll.bad.Store(&bad)
+		slog.Error("lazy index does not match the layer", "stage", "lazy", "err", bad)
+		return bad
+	}
+	ll.verified.Store(true)
+	slog.Debug("lazy layer verified against its diff_id", "stage", "lazy", "layer", ll.Digest.String())
+	return nil
+}
+
+// ctxReaderAt reads a GzipLayer with a context.
+type ctxReaderAt struct {
+	ctx context.Context
+	gz  *remote.GzipLayer
+}
+
+func (c ctxReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	return c.gz.ReadAtContext(c.ctx, p, off)
+}
+
+// WaitBackground waits for the background fetch to end and returns its
+// error.
+func (li *LazyImage) WaitBackground() error {
+	li.bg.Wait()
+	if e := li.bgErr.Load(); e != nil {
+		return *e
+	}
+	return nil
+}
+
+// Close stops the prefetch and the background fetch, saves the files this
+// run read for the next run's prefetch, and releases the layers.
+func (li *LazyImage) Close() error {
+	var err error
+	li.closeOnce.Do(func() {
+		li.cancel()
+		li.bg.Wait()
+		<-li.prefetched
+		err = li.saveLearned()
+		li.closeLayers()
+	})
+	return err
+}
+
+func (li *LazyImage) closeLayers() {
+	for _, ll := range li.Layers {
+		if ll.close != nil {
+			ll.close()
+			ll.close = nil
+		}
+	}
+}
+
+// regularByOffset lists the regular files of ix by content offset.
+func regularByOffset(ix *layers.Index) []int {
+	var out []int
+	for i, e := range ix.Entries {
+		if e.Type == layers.TypeReg && e.Size > 0 {
+			out = append(out, i)
+		}
+	}
+	sort.SliceStable(out, func(a, b int) bool { return ix.Entries[out[a]].Offset < ix.Entries[out[b]].Offset })
+	return out
+}
+
+// Bounds of the record of one run: the files a start reads, not all a
+// long-lived container does.
+const (
+	maxLearnedFiles = 4096
+	maxLearnedBytes = 256 << 20
+)
+
+// record notes the file of layer ll holding offset off, the first time it
+// is read.
+func (li *LazyImage) record(layer int, ll *LazyLayer, off int64) {
+	ents := ll.Index.Entries
+	i := sort.Search(len(ll.files), func(i int) bool {
+		e := &ents[ll.files[i]]
+		return e.Offset+e.Size > off
+	})
+	if i == len(ll.files) || ents[ll.files[i]].Offset > off {
+		return
+	}
+	key := [2]int{layer, ll.files[i]}
+	li.recMu.Lock()
+	defer li.recMu.Unlock()
+	if li.recSeen[key] || len(li.recFiles) >= maxLearnedFiles || li.recBytes >= maxLearnedBytes {
+		return
+	}
+	li.recSeen[key] = true
+	e := &ents[ll.files[i]]
+	li.recFiles = append(li.recFiles, e.Path)
+	li.recBytes += e.Size
+}
+
+// Recorded returns the files read so far, in the order of their first read.
+func (li *LazyImage) Recorded() []string {
+	li.recMu.Lock()
+	defer li.recMu.Unlock()
+	return append([]string(nil), li.recFiles...)
+}
+
+// learnedPath is lazy/learned/<manifest-hex>: the files the lazy runs of
+// an image read, one path per line, in order of first read.
+func (s *Store) learnedPath(md v1.Hash) string {
+	return filepath.Join(s.root, "lazy", "learned", md.Hex)
+}
+
+func (s *Store) readLearned(md v1.Hash) []string {
+	b, err := os.ReadFile(s.learnedPath(md))
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if l != "" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// saveLearned merges this run's reads after the earlier runs' (new files at
+// the end) and writes the list if it grew.
+func (li *LazyImage) saveLearned() error {
+	if !li.recording {
+		return nil
+	}
+	files := li.Recorded()
+	seen := map[string]bool{}
+	out := make([]string, 0, len(li.learned)+len(files))
+	for _, f := range append(append([]string(nil), li.learned...), files...) {
+		if !seen[f] && !strings.Contains(f, "\n") && len(out) < maxLearnedFiles {
+			seen[f] = true
+			out = append(out, f)
+		}
+	}
+	if len(out) == len(li.learned) {
+		return nil
+	}
+	p := li.s.learnedPath(li.Image.ManifestDigest)
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return fmt.Errorf("recording the files %s read: %w", li.Image.Name, err)
+	}
+	if err := li.s.writeFileAtomic(p, []byte(strings.Join(out, "\n")+"\n")); err != nil {
+		return fmt.Errorf("recording the files %s read: %w", li.Image.Name, err)
+	}
+	return nil
+}
