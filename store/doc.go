@@ -31,6 +31,20 @@
 //	                       an interrupted pull) and temporary files before
 //	                       their atomic rename.
 //	locks/                 flock(2) lock files, see below.
+//	cache/                 the chunk cache of lazy runs (layers/remote.Cache):
+//	                       verified gzip spans and eStargz chunks named by
+//	                       their sha256 (cache/sha256/ab/<hex>), shared by
+//	                       all images and containers, capped by --cache-size
+//	                       (least recently used go first); `dabba gc` empties
+//	                       it (PruneCache).
+//	lazy/pins/<manifest-hex>
+//	                       the digest of the index artifact `dabba index push`
+//	                       built here for the image with that manifest
+//	                       (trusted: built from verified blobs).
+//	lazy/learned/<manifest-hex>
+//	                       the files the lazy runs of that image read, one
+//	                       path a line in order of first read: the next
+//	                       lazy run prefetches them at start.
 //
 // # Atomicity and locks
 //

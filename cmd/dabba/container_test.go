@@ -165,7 +165,7 @@ func TestContainers(t *testing.T) {
 
 	t.Run("RemovedImageHeldByContainer", func(t *testing.T) {
 		root := filepath.Join(e.home, "store-rmi")
-		c := e.start(t, root, sleeper...)
+		c := e.start(t, root, append([]string{"--rootfs", "overlay"}, sleeper...)...)
 		layerDirs := func() []string {
 			d, _ := filepath.Glob(filepath.Join(root, "layers", "*"))
 			return d
@@ -218,9 +218,9 @@ func TestContainers(t *testing.T) {
 		full, single := []string{"1000:1000", "0:0"}, []string{"0:0", "0:0"}
 		check := func(t *testing.T, root string, singleID bool) {
 			t.Helper()
-			args, want := append([]string{"run", "--network", "none"}, stat...), full
+			args, want := append([]string{"run", "--network", "none", "--rootfs", "overlay"}, stat...), full
 			if singleID {
-				args, want = append([]string{"run", "--network", "none", "--single-id"}, stat...), single
+				args, want = append([]string{"run", "--network", "none", "--rootfs", "overlay", "--single-id"}, stat...), single
 			}
 			if got := lines(e.dabbaAt(t, root, args...).Stdout); !reflect.DeepEqual(got, want) {
 				t.Errorf("single-id %v: owners inside %q, want %q", singleID, got, want)

@@ -37,10 +37,12 @@ func commands(g *globals) []*command {
 	cmds := []*command{
 		newPullCmd(g),
 		newRunCmd(g),
+		newPsCmd(g),
 		newImagesCmd(g),
 		newRmiCmd(g),
 		newInspectCmd(g),
 		newGCCmd(g),
+		newIndexCmd(g),
 		newVersionCmd(g),
 	}
 	return append(cmds, hiddenCommands(g)...)

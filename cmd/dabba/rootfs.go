@@ -20,22 +20,32 @@ import (
 	"github.com/dabba/dabba/store"
 )
 
-// preparedRootfs is an image made ready to run: its config and the overlay
-// rootfs of one container.
+// preparedRootfs is an image made ready to run: its config and the rootfs
+// of one container (overlay, or fuse with fuse set).
 type preparedRootfs struct {
 	config  v1.Config
 	rootfs  sandbox.Rootfs
+	fuse    *fuseRootfs // the FUSE server of a fuse rootfs
 	cleanup func()
+	// For the container's record (store.ContainerInfo): the store holding
+	// its directory, the image's name and ID, and the rootfs kind.
+	st             *store.Store
+	image, imageID string
+	kind           string
 }
 
-// prepareRootfs finds ref in the store (pulling it when absent), extracts
-// each of its layers once per id map into the store (inside a user namespace
-// with maps, so ownership lands on the container's ids), and makes the
-// container's upper and work directories. This process holds the
-// container's store lock until cleanup, which removes them (containers are
-// temporary: --rm is the only behaviour for now); if dabba is killed
-// instead, `dabba gc` or the next `dabba run` removes them.
-func prepareRootfs(ctx context.Context, g *globals, ref, id string, maps *sandbox.IDMaps) (*preparedRootfs, error) {
+// prepareRootfs finds ref in the store (pulling it when absent) and makes
+// the container's rootfs of the given mode (rootfsFUSE or rootfsOverlay)
+// and its upper and work directories. For overlay it extracts each of the
+// image's layers once per id map into the store (inside a user namespace
+// with maps, so ownership lands on the container's ids); for fuse it
+// extracts nothing and opens the layer blobs to serve (rootfs_fuse.go).
+// This process holds the container's store lock until cleanup, which
+// removes them (containers are temporary: --rm is the only behaviour for
+// now); if dabba is killed instead, `dabba gc` or the next `dabba run`
+// removes them. With lm.on (the mode is then fuse) nothing is pulled: the
+// image is opened lazily (openLazyImage) and served as it is fetched.
+func prepareRootfs(ctx context.Context, g *globals, ref, id, mode string, maps *sandbox.IDMaps, lm *lazyMode) (*preparedRootfs, error) {
 	st, err := store.Open(g.root)
 	if err != nil {
 		return nil, err
@@ -48,6 +58,17 @@ func prepareRootfs(ctx context.Context, g *globals, ref, id string, maps *sandbo
 		slog.Debug("removed dead containers", "stage", "run", "count", n, "err", err)
 	}
 	st.RemoveFunc = func(p string) error { return removeInUserNS(p, maps) }
+	if lm != nil && lm.on {
+		li, err := openLazyImage(ctx, st, ref, lm)
+		if err != nil {
+			return nil, err
+		}
+		var cfg v1.Config
+		if li.Image.Config != nil {
+			cfg = li.Image.Config.Config
+		}
+		return prepareFUSERootfs(g, st, nil, li, cfg, id, maps)
+	}
 	img, err := st.Lookup(ref)
 	if errors.Is(err, store.ErrNotFound) {
 		slog.Debug("image not in the store, pulling", "stage", "run", "ref", ref)
@@ -59,6 +80,9 @@ func prepareRootfs(ctx context.Context, g *globals, ref, id string, maps *sandbo
 	var cfg v1.Config
 	if img.Config != nil {
 		cfg = img.Config.Config
+	}
+	if mode == rootfsFUSE {
+		return prepareFUSERootfs(g, st, img, nil, cfg, id, maps)
 	}
 	diffIDs := make([]v1.Hash, 0, len(img.Layers))
 	lower := make([]string, 0, len(img.Layers))
@@ -107,6 +131,7 @@ func prepareRootfs(ctx context.Context, g *globals, ref, id string, maps *sandbo
 		config:  cfg,
 		rootfs:  sandbox.Rootfs{Type: sandbox.RootfsOverlay, Lower: lower, Upper: upper, Work: work},
 		cleanup: cleanup,
+		st:      st, image: img.Name, imageID: img.ID, kind: rootfsOverlay,
 	}, nil
 }
 

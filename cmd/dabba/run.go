@@ -7,15 +7,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/spf13/pflag"
 
 	"github.com/dabba/dabba/sandbox"
 	"github.com/dabba/dabba/sandbox/cgroups"
+	"github.com/dabba/dabba/store"
 )
 
 // runOptions are the flags of `dabba run`, with podman's names.
@@ -37,6 +40,7 @@ type runOptions struct {
 	cpus             string
 	rootfs           string
 	readOnly         bool
+	lazy             lazyFlags
 }
 
 // networkSetup is what a private network needs: the hook that connects the
@@ -66,7 +70,8 @@ func newRunCmd(g *globals) *command {
 	fs.Int64Var(&o.pidsLimit, "pids-limit", 0, "limit the number of processes")
 	fs.StringVar(&o.cpus, "cpus", "", "CPU limit as a number of CPUs (e.g. 1.5)")
 	fs.BoolVar(&o.readOnly, "read-only", false, "mount the image read-only (/tmp, /run and /dev stay writable)")
-	fs.StringVar(&o.rootfs, "rootfs", "overlay", "root filesystem: overlay (extracted layers under kernel overlayfs), or an absolute directory path to run in instead of an image (then no IMAGE argument)")
+	fs.StringVar(&o.rootfs, "rootfs", "", "root filesystem: fuse (the image served from its layers in the store by dabba-fs, nothing extracted; the default where /dev/fuse is usable), overlay (layers extracted once, kernel overlayfs; the default elsewhere), or an absolute directory path to run in instead of an image (then no IMAGE argument)")
+	o.lazy.add(fs)
 	return &command{
 		name:  "run",
 		usage: "[flags] IMAGE [COMMAND [ARG...]]",
@@ -87,11 +92,18 @@ func usageErr(format string, a ...any) error {
 func (o *runOptions) run(ctx context.Context, g *globals, fs *pflag.FlagSet, args []string) error {
 	// Check everything the user typed before any slow work.
 	dirRootfs := strings.HasPrefix(o.rootfs, "/")
-	if !dirRootfs && o.rootfs != "overlay" {
-		return usageErr("--rootfs %q: want overlay or an absolute directory path", o.rootfs)
+	if !dirRootfs && o.rootfs != "" && o.rootfs != rootfsOverlay && o.rootfs != rootfsFUSE {
+		return usageErr("--rootfs %q: want fuse, overlay or an absolute directory path", o.rootfs)
 	}
 	if !dirRootfs && len(args) == 0 {
 		return usageErr("no image given: dabba run [flags] IMAGE [COMMAND [ARG...]]")
+	}
+	lm, err := o.lazy.parse(g)
+	if err != nil {
+		return usageErr("%w", err)
+	}
+	if lm.on && (dirRootfs || o.rootfs == rootfsOverlay) {
+		return usageErr("--lazy needs --rootfs fuse (the image is served over FUSE as it is fetched): drop --rootfs %s, or drop --lazy to pull the image first", o.rootfs)
 	}
 	var ep *[]string
 	if fs.Changed("entrypoint") {
@@ -119,6 +131,17 @@ func (o *runOptions) run(ctx context.Context, g *globals, fs *pflag.FlagSet, arg
 	}
 
 	id := newID()
+	if o.name != "" {
+		st, err := openStore(g)
+		if err != nil {
+			return err
+		}
+		release, err := st.ClaimName(o.name, id)
+		if err != nil {
+			return err
+		}
+		defer release()
+	}
 	hostname := o.hostname
 	if hostname == "" {
 		hostname = id[:12]
@@ -159,17 +182,34 @@ func (o *runOptions) run(ctx context.Context, g *globals, fs *pflag.FlagSet, arg
 		imgCfg v1.Config
 		rootfs sandbox.Rootfs
 		rest   []string
+		fuse   *fuseRootfs
+		prep   *preparedRootfs
 	)
 	if dirRootfs {
 		rootfs = sandbox.Rootfs{Type: sandbox.RootfsDir, Dir: filepath.Clean(o.rootfs)}
 		rest = args
 	} else {
-		p, err := prepareRootfs(ctx, g, args[0], id, maps)
+		mode, why := chooseRootfs(o.rootfs)
+		if lm.on {
+			mode, why = rootfsFUSE, "--lazy"
+		}
+		slog.Debug("rootfs", "stage", "run", "type", mode, "why", why)
+		if o.rootfs == rootfsFUSE || lm.on {
+			if err := fuseUsable(); err != nil {
+				flag, alt := "--rootfs fuse", "run with --rootfs overlay"
+				if lm.on {
+					flag, alt = "--lazy", "run without --lazy (the image is then pulled first)"
+				}
+				return &exitError{code: exitDabba, err: fmt.Errorf("%s: %w (load the fuse module and make /dev/fuse readable and writable by you, or %s)", flag, err, alt)}
+			}
+		}
+		p, err := prepareRootfs(ctx, g, args[0], id, mode, maps, lm)
 		if err != nil {
 			return err
 		}
 		defer p.cleanup()
-		imgCfg, rootfs, rest = p.config, p.rootfs, args[1:]
+		prep = p
+		imgCfg, rootfs, rest, fuse = p.config, p.rootfs, args[1:], p.fuse
 	}
 
 	rootfs.ReadOnly = o.readOnly
@@ -177,6 +217,12 @@ func (o *runOptions) run(ctx context.Context, g *globals, fs *pflag.FlagSet, arg
 	argv, err := sandbox.ResolveArgs(imgCfg.Entrypoint, imgCfg.Cmd, ep, rest)
 	if err != nil {
 		return usageErr("%w", err)
+	}
+	if prep != nil {
+		if err := prep.st.WriteContainerInfo(store.ContainerInfo{ID: id, Name: o.name, Image: prep.image, ImageID: prep.imageID,
+			Rootfs: prep.kind, Command: argv, Created: time.Now(), PID: os.Getpid()}); err != nil {
+			return err
+		}
 	}
 	workdir := o.workdir
 	if workdir == "" {
@@ -226,10 +272,30 @@ func (o *runOptions) run(ctx context.Context, g *globals, fs *pflag.FlagSet, arg
 			cfg.ResolvConf = sandbox.SlirpResolvConf
 		}
 	}
+	if fuse != nil {
+		cfg.FUSE = fuse
+		if lm.background {
+			// Fetching the rest of the image competes with the
+			// container's first reads only from here on.
+			fuse.startBackground()
+		}
+	}
 	status, err := sandbox.Run(ctx, cfg)
+	if fuse != nil {
+		if line := fuse.report(args[0]); line != "" {
+			fmt.Fprintln(g.stderr, line)
+		}
+	}
 	if err != nil {
 		var se *sandbox.StageError
 		if errors.As(err, &se) {
+			if fuse != nil && (se.Stage == "rootfs" || se.Stage == "fuse") {
+				if lm.on {
+					err = fmt.Errorf("%w (the image is served over FUSE; without --lazy, --rootfs overlay pulls and extracts it instead)", err)
+				} else {
+					err = fmt.Errorf("%w (the image is served over FUSE; --rootfs overlay extracts it instead)", err)
+				}
+			}
 			return &exitError{code: se.Code, err: err}
 		}
 		return &exitError{code: exitDabba, err: err}

@@ -1,0 +1,60 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/spf13/pflag"
+
+	"github.com/dabba/dabba/store"
+)
+
+// newIndexCmd is `dabba index push IMAGE`: build the lazy index of an
+// image's gzip layers and push it beside the image as an OCI artifact.
+func newIndexCmd(g *globals) *command {
+	fs := pflag.NewFlagSet("index", pflag.ContinueOnError)
+	platform := fs.String("platform", "", "choose os/arch[/variant] from a multi-arch image (default: this host's)")
+	tlsVerify := fs.Bool("tls-verify", true, "require HTTPS with a verified certificate (loopback registries may use HTTP anyway)")
+	quiet := fs.BoolP("quiet", "q", false, "print only the index artifact's digest")
+	return &command{
+		name:  "index",
+		usage: "push [flags] IMAGE",
+		short: "push a lazy index of an image's gzip layers, so `dabba run --lazy` fetches only what it reads",
+		flags: fs,
+		run: func(ctx context.Context, g *globals, args []string) error {
+			if len(args) != 2 || args[0] != "push" {
+				return &exitError{code: exitUsageStatus, err: errors.New("want `dabba index push IMAGE`, e.g. dabba index push registry.example.com/app:1")}
+			}
+			opts := store.IndexPushOptions{Insecure: !*tlsVerify}
+			if *platform != "" {
+				p, err := store.ParsePlatform(*platform)
+				if err != nil {
+					return &exitError{code: exitUsageStatus, err: err}
+				}
+				opts.Platform = p
+			}
+			if !*quiet {
+				opts.Progress = g.stderr
+			}
+			s, err := openStore(g)
+			if err != nil {
+				return err
+			}
+			res, err := s.PushIndex(ctx, args[1], opts)
+			if err != nil {
+				return err
+			}
+			if *quiet {
+				fmt.Fprintln(g.stdout, res.Artifact)
+				return nil
+			}
+			for _, sk := range res.Skipped {
+				fmt.Fprintf(g.stderr, "Layer %s not indexed: %s\n", sk.Digest, sk.Reason)
+			}
+			fmt.Fprintf(g.stderr, "Indexed %d of %d layers of %s\n", len(res.Indexed), len(res.Image.Layers), res.Image.Name)
+			fmt.Fprintln(g.stdout, res.Artifact)
+			return nil
+		},
+	}
+}

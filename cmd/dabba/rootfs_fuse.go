@@ -1,0 +1,271 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/dabba/dabba/fs"
+	"github.com/dabba/dabba/layers"
+	"github.com/dabba/dabba/sandbox"
+	"github.com/dabba/dabba/store"
+)
+
+// The kinds of image rootfs `dabba run --rootfs` chooses between.
+const (
+	rootfsFUSE    = "fuse"
+	rootfsOverlay = "overlay"
+)
+
+// chooseRootfs resolves --rootfs for an image: "fuse" and "overlay" as
+// asked, "" (the default) fuse where /dev/fuse is usable, else overlay. why
+// says what decided, for the debug log.
+func chooseRootfs(flag string) (mode, why string) {
+	if flag != "" {
+		return flag, "--rootfs " + flag
+	}
+	if err := fuseUsable(); err != nil {
+		return rootfsOverlay, fmt.Sprintf("the default fuse is not usable (%v): extracting the layers", err)
+	}
+	return rootfsFUSE, "default: /dev/fuse is usable"
+}
+
+// fuseDevice is the FUSE device; a variable for tests.
+var fuseDevice = "/dev/fuse"
+
+// fuseUsable reports whether this user can open /dev/fuse for reading and
+// writing, which the container's init needs to mount the image over FUSE
+// in its namespaces.
+func fuseUsable() error {
+	f, err := os.OpenFile(fuseDevice, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// fuseRootfs is the FUSE side of a container whose root is the image served
+// by dabba-fs: the filesystem, its layer blobs, and the server of the
+// /dev/fuse descriptor the container's init passes back.
+type fuseRootfs struct {
+	image string
+	fsys  *fs.FS
+	blobs *fs.Blobs        // the layer blobs in the store; nil when lazy
+	lazy  *store.LazyImage // the image fetched as read (--lazy); nil otherwise
+}
+
+// prepareFUSE makes img ready to serve over FUSE: the merged tree of the
+// store's per-layer indexes and the layer blobs opened for reading in place
+// (gzip through its checkpoints, every read checked against the blob's
+// chunk checksums). Nothing is extracted. cdir is the container's
+// directory (it holds a decompressed copy of a zstd layer, unlinked at
+// once).
+func prepareFUSE(st *store.Store, img *store.Image, cdir string, maps *sandbox.IDMaps) (*fuseRootfs, error) {
+	start := time.Now()
+	ixs := make([]*layers.Index, 0, len(img.Layers))
+	bs := make([]fs.Blob, 0, len(img.Layers))
+	for _, l := range img.Layers {
+		ix, err := st.LayerIndex(l.Digest)
+		if err != nil {
+			return nil, fmt.Errorf("image %s: %w (pull it again to rebuild the index, or run with --rootfs overlay)", img.Name, err)
+		}
+		sums, err := st.ChunkSums(l.Digest)
+		if err != nil {
+			return nil, fmt.Errorf("image %s: %w", img.Name, err)
+		}
+		b := fs.Blob{
+			Name: l.Digest.String(), Path: st.BlobPath(l.Digest),
+			ChunkSums: sums, ChunkSize: store.BlobChunkSize,
+			Index: ix, DiffID: l.DiffID.String(),
+		}
+		ck, err := st.Checkpoints(l.Digest)
+		switch {
+		case err == nil:
+			b.Checkpoints = ck
+		case !errors.Is(err, os.ErrNotExist):
+			return nil, fmt.Errorf("image %s: %w (pull it again to rebuild it, or run with --rootfs overlay)", img.Name, err)
+		}
+		ixs = append(ixs, ix)
+		bs = append(bs, b)
+	}
+	tree, err := layers.Merge(ixs)
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", img.Name, err)
+	}
+	blobs, err := fs.OpenBlobs(cdir, bs)
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", img.Name, err)
+	}
+	fsys, err := fs.New(tree, blobs, fuseOptions(maps))
+	if err != nil {
+		blobs.Close()
+		return nil, fmt.Errorf("image %s: %w", img.Name, err)
+	}
+	slog.Debug("fuse rootfs ready", "stage", "run", "image", img.Name, "layers", len(bs), "inodes", tree.NumInodes(), "took", time.Since(start))
+	return &fuseRootfs{image: img.Name, fsys: fsys, blobs: blobs}, nil
+}
+
+// fuseOptions are the dabba-fs options of a container with maps.
+func fuseOptions(maps *sandbox.IDMaps) fs.Options {
+	opts := fs.Options{
+		// Each failed read is logged here; the count and the first
+		// reach the user once, when the container exits (report).
+		OnError: func(err error) { slog.Debug("read failed", "stage", "fs", "err", err) },
+	}
+	if maps.Single {
+		// Only the caller's id is mapped: every file is root's, as in
+		// the extracted fallback, where chown was skipped.
+		opts.IDs = func(uint32, uint32) (uint32, uint32) { return 0, 0 }
+	}
+	return opts
+}
+
+// prepareLazyFUSE makes the lazily opened image li ready to serve over
+// FUSE: its merged tree, with li reading (fetching, verifying, caching) the
+// bytes of the files as the container reads them.
+func prepareLazyFUSE(li *store.LazyImage, maps *sandbox.IDMaps) (*fuseRootfs, error) {
+	fsys, err := fs.New(li.Tree, li, fuseOptions(maps))
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", li.Image.Name, err)
+	}
+	slog.Debug("lazy fuse rootfs ready", "stage", "run", "image", li.Image.Name, "layers", len(li.Layers), "inodes", li.Tree.NumInodes())
+	return &fuseRootfs{image: li.Image.Name, fsys: fsys, lazy: li}, nil
+}
+
+// Serve implements sandbox.FUSEServer: it serves the image on the
+// /dev/fuse descriptor the container's init mounted inside its namespaces,
+// in goroutines of this process. The session ends when the mount goes,
+// that is when the container's mount namespace dies with its last process;
+// if dabba dies first, the kernel aborts the connection and the
+// container's reads fail (its init dies too: Pdeathsig).
+func (r *fuseRootfs) Serve(ctx context.Context, dev *os.File) (stop func() error, err error) {
+	srv, err := fs.Serve(dev, r.fsys, fs.MountOptions{Name: r.image, AllowOther: true})
+	if err != nil {
+		return nil, err
+	}
+	slog.Debug("serving the image", "stage", "fs", "image", r.image)
+	done := make(chan struct{})
+	go func() { srv.Wait(); close(done) }()
+	return func() error {
+		select {
+		case <-done:
+			return nil
+		case <-time.After(10 * time.Second):
+			return errors.New("the FUSE session of the image is still open 10s after the container ended")
+		}
+	}, nil
+}
+
+// report returns the one line to print about the image's reads after the
+// container exited: "" when every read succeeded.
+func (r *fuseRootfs) report(ref string) string {
+	n, first := r.fsys.Errors()
+	if n == 0 {
+		return ""
+	}
+	s := "s"
+	if n == 1 {
+		s = ""
+	}
+	if r.lazy != nil {
+		return fmt.Sprintf("dabba run: %d read%s of the image's files failed (the container got EIO, never unverified bytes): %v; the registry of %s sent bytes that do not match the image's digests: run again, or fetch the image whole with `dabba pull %s`",
+			n, s, first, r.image, ref)
+	}
+	return fmt.Sprintf("dabba run: %d read%s of the image's files failed (the container got EIO): %v; the store's copy of %s is damaged: remove it with `dabba rmi %s` and pull it again",
+		n, s, first, r.image, ref)
+}
+
+// startBackground starts fetching the rest of a lazy image (no-op
+// otherwise), once the container runs.
+func (r *fuseRootfs) startBackground() {
+	if r.lazy != nil {
+		r.lazy.StartBackground()
+	}
+}
+
+// close closes the layer blobs; for a lazy image it stops the background
+// fetch, saves the files read for the next run's prefetch, and logs the
+// traffic of the run (at debug level: "lazy: fetched N bytes in M
+// requests").
+func (r *fuseRootfs) close() {
+	if r.blobs != nil {
+		r.blobs.Close()
+	}
+	if r.lazy == nil {
+		return
+	}
+	if err := r.lazy.Close(); err != nil {
+		slog.Warn("closing the lazy image", "stage", "lazy", "image", r.image, "err", err)
+	}
+	st := r.lazy.Stats()
+	slog.Debug(fmt.Sprintf("lazy: fetched %d bytes in %d requests", st.BytesFetched, st.Requests), "stage", "lazy",
+		"image", r.image, "index_bytes", st.IndexBytes, "whole_bytes", st.WholeBytes, "retries", st.Retries, "range_ignored", st.RangeIgnored)
+}
+
+// fuseDirs makes the container's upper and work directories for the
+// overlay over the FUSE mount.
+func fuseDirs(cdir string) (upper, work string, err error) {
+	upper, work = filepath.Join(cdir, "upper"), filepath.Join(cdir, "work")
+	for _, d := range []string{upper, work} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return "", "", err
+		}
+	}
+	return upper, work, nil
+}
+
+// prepareFUSERootfs is prepareRootfs for a fuse rootfs: the container's
+// directory with its upper and work, and the image ready to serve: img
+// from the store's blobs, or li (not nil with --lazy) as fetched. li is
+// closed on failure and by cleanup.
+func prepareFUSERootfs(g *globals, st *store.Store, img *store.Image, li *store.LazyImage, cfg v1.Config, id string, maps *sandbox.IDMaps) (*preparedRootfs, error) {
+	cdir, err := st.ContainerDir(id)
+	if err != nil {
+		if li != nil {
+			li.Close()
+		}
+		return nil, err
+	}
+	remove := func() {
+		if err := st.RemoveContainerDir(id); err != nil {
+			fmt.Fprintf(g.stderr, "dabba run: removing container %s: %v\n", id[:12], err)
+		}
+	}
+	upper, work, err := fuseDirs(cdir)
+	var fr *fuseRootfs
+	switch {
+	case err != nil:
+		err = fmt.Errorf("container %s: %w", id[:12], err)
+	case li != nil:
+		fr, err = prepareLazyFUSE(li, maps)
+	default:
+		fr, err = prepareFUSE(st, img, cdir, maps)
+	}
+	if err != nil {
+		if li != nil {
+			li.Close()
+		}
+		remove()
+		return nil, err
+	}
+	src, kind := img, rootfsFUSE
+	if li != nil {
+		src, kind = li.Image, "lazy"
+	}
+	return &preparedRootfs{
+		st: st, image: src.Name, imageID: src.ID, kind: kind,
+		config: cfg,
+		rootfs: sandbox.Rootfs{Type: sandbox.RootfsFUSE, Upper: upper, Work: work},
+		fuse:   fr,
+		cleanup: func() {
+			fr.close()
+			remove()
+		},
+	}, nil
+}
