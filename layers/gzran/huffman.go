@@ -1,6 +1,9 @@
 package gzran
 
-import "fmt"
+import (
+	"fmt"
+	"math/bits"
+)
 
 // entry is one slot of a Huffman decoding table, packed into 32 bits so a
 // lookup is one load:
@@ -23,7 +26,9 @@ func mkEntry(kind, value, extra, n uint32) entry {
 	return entry(value<<16 | kind<<12 | extra<<8 | n)
 }
 
-func (e entry) n() uint      { return uint(e & 0xff) }
+// n masks with 63 rather than 0xff (n is at most 15, so bits 6-7 are zero)
+// so that shifting by it compiles to a bare shift instruction.
+func (e entry) n() uint      { return uint(e & 63) }
 func (e entry) extra() uint  { return uint(e>>8) & 0xf }
 func (e entry) kind() uint32 { return uint32(e>>12) & 0x7 }
 func (e entry) value() int   { return int(e >> 16) }
@@ -90,7 +95,8 @@ func (h *huff) build(lens []uint8, syms []entry, prim uint, complete bool) error
 	primSize := 1 << prim
 	// First pass: the longest code behind each primary slot sizes its sub-table.
 	var subBits [1 << 10]uint8
-	codes := make([]uint16, len(lens))
+	var codeBuf [288]uint16 // no table has more symbols
+	codes := codeBuf[:len(lens)]
 	for sym, l := range lens {
 		if l == 0 {
 			continue
@@ -114,7 +120,6 @@ func (h *huff) build(lens []uint8, syms []entry, prim uint, complete bool) error
 	}
 	if cap(h.table) >= size {
 		h.table = h.table[:size]
-		clear(h.table)
 	} else {
 		h.table = make([]entry, size)
 	}
@@ -152,13 +157,9 @@ func (h *huff) build(lens []uint8, syms []entry, prim uint, complete bool) error
 	return nil
 }
 
+// reverse returns the low n bits of c in reverse order.
 func reverse(c uint16, n uint) uint16 {
-	var r uint16
-	for i := uint(0); i < n; i++ {
-		r = r<<1 | c&1
-		c >>= 1
-	}
-	return r
+	return bits.Reverse16(c) >> (16 - n)
 }
 
 // Symbol templates (RFC 1951 3.2.5).

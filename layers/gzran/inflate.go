@@ -530,9 +530,17 @@ func (d *decoder) storedBlock() error {
 
 // huffBlock decodes a Huffman block until its end, until buf has no room for
 // a longest match, or until want is reached. The loop keeps the bit
-// accumulator in locals and refills it eight bytes at a time while at least
-// eight input bytes are buffered; near the end of the buffered input it
-// falls back to slowSymbol, which reads exactly as much as each code needs.
+// accumulator in locals. While at least eight input bytes are buffered it
+// tops the accumulator up without a branch (one unaligned 8-byte load
+// leaves 56 to 63 bits) at the top of every iteration and again before a
+// match if fewer than 48 bits remain, 48 bits being enough for a
+// literal/length code, its extra bits, a distance code and its extra bits;
+// runs of literals are decoded in an inner loop while 15 bits (one code)
+// remain. Near the end of the buffered input it falls back to slowSymbol,
+// which reads exactly as much as each code needs. Matches at a distance of
+// 8 or more are copied 8 bytes at a time, 16 at least, which may write up
+// to 15 bytes past the match into buf's free space (bytes past wpos are
+// never output before being decoded again).
 func (d *decoder) huffBlock() error {
 	from := d.wpos
 	end := d.room()
@@ -547,12 +555,19 @@ func (d *decoder) huffBlock() error {
 	bits, nbits := d.bits, d.nbits
 	in, inPos := d.in, d.inPos
 	buf, wpos := d.buf, d.wpos
-	lt, lmask, lprim := d.lit.table, d.lit.mask, d.lit.prim
-	dt, dmask, dprim := d.dist.table, d.dist.mask, d.dist.prim
+	// Every literal/length table has litPrim primary bits and every distance
+	// table distPrim (build makes tables at least that long), so their
+	// primary parts are fixed-size arrays and the primary lookups need no
+	// bounds check; likewise buf is always outBufSize long.
+	bp := (*[outBufSize]byte)(buf)
+	lp := (*[1 << litPrim]entry)(d.lit.table)
+	dp := (*[1 << distPrim]entry)(d.dist.table)
+	const lmask = 1<<litPrim - 1
+	const dmask = 1<<distPrim - 1
 loop:
 	for wpos <= limit {
-		if nbits < 48 {
-			if inPos+8 > len(in) {
+		if inPos+8 > len(in) {
+			if nbits < 48 {
 				d.bits, d.nbits, d.inPos, d.wpos = bits, nbits, inPos, wpos
 				done, err = d.slowSymbol(lo)
 				bits, nbits, in, inPos, wpos = d.bits, d.nbits, d.in, d.inPos, d.wpos
@@ -561,39 +576,71 @@ loop:
 				}
 				continue
 			}
+		} else {
 			bits |= binary.LittleEndian.Uint64(in[inPos:]) << nbits
 			inPos += int((63 - nbits) >> 3)
 			nbits |= 56
 		}
-		e := lt[bits&lmask]
+		// Runs of literals: each code takes at most 15 bits, so a lookup
+		// is sound while 15 bits are buffered.
+		e := lp[bits&lmask]
+		for e.kind() == kindLit {
+			bp[wpos&(outBufSize-1)] = byte(e >> 16) // the mask spares a bounds check: wpos <= limit < outBufSize
+			wpos++
+			n := e.n()
+			bits >>= n
+			nbits -= n
+			if nbits < 15 || wpos > limit {
+				continue loop
+			}
+			e = lp[bits&lmask]
+		}
+		// A match needs up to 48 bits. Refilling only adds bits above
+		// nbits, so e, looked up from 15 or more buffered bits, stays
+		// valid; near the end of the input, the top of the loop takes the
+		// slow path instead.
+		if nbits < 48 {
+			if inPos+8 > len(in) {
+				continue
+			}
+			bits |= binary.LittleEndian.Uint64(in[inPos:]) << nbits
+			inPos += int((63 - nbits) >> 3)
+			nbits |= 56
+		}
 		if e.kind() == kindLink {
-			e = lt[e.value()+int((bits>>lprim)&(1<<e.extra()-1))]
+			e = d.lit.table[e.value()+int((bits>>litPrim)&(1<<e.extra()-1))]
 		}
 		n := e.n()
-		bits >>= n
-		nbits -= n
+		var length int
 		switch e.kind() {
 		case kindLit:
+			bits >>= n
+			nbits -= n
 			buf[wpos] = byte(e >> 16)
 			wpos++
 			continue
 		case kindBase:
+			// The code and its extra bits leave the accumulator in one shift.
+			ex := e.extra()
+			length = e.value() + int((bits>>n)&(1<<ex-1))
+			bits >>= (n + ex) & 63
+			nbits -= n + ex
 		case kindEOB:
+			bits >>= n
+			nbits -= n
 			done = true
 			break loop
 		default:
+			bits >>= n
+			nbits -= n
 			d.bits, d.nbits, d.inPos, d.wpos = bits, nbits, inPos, wpos
 			err = d.corrupt("invalid literal/length code")
 			break loop
 		}
-		ex := e.extra()
-		length := e.value() + int(bits&(1<<ex-1))
-		bits >>= ex
-		nbits -= ex
 
-		de := dt[bits&dmask]
+		de := dp[bits&dmask]
 		if de.kind() == kindLink {
-			de = dt[de.value()+int((bits>>dprim)&(1<<de.extra()-1))]
+			de = d.dist.table[de.value()+int((bits>>distPrim)&(1<<de.extra()-1))]
 		}
 		if de.kind() != kindBase {
 			d.bits, d.nbits, d.inPos, d.wpos = bits, nbits, inPos, wpos
@@ -601,22 +648,33 @@ loop:
 			break loop
 		}
 		n = de.n()
-		bits >>= n
-		nbits -= n
-		ex = de.extra()
-		dist := de.value() + int(bits&(1<<ex-1))
-		bits >>= ex
-		nbits -= ex
+		ex := de.extra()
+		dist := de.value() + int((bits>>n)&(1<<ex-1))
+		bits >>= (n + ex) & 63
+		nbits -= n + ex
 		if dist > wpos-lo {
 			d.bits, d.nbits, d.inPos, d.wpos = bits, nbits, inPos, wpos
 			err = d.corrupt("distance %d reaches before the start of the data", dist)
 			break loop
 		}
 		src := wpos - dist
-		if dist >= length {
+		switch {
+		case dist >= 8 && wpos+length+16 <= len(buf):
+			// Each 8-byte load ends at or before the store's start, so
+			// overlapping matches repeat correctly. The first 16 bytes are
+			// copied unconditionally: most matches are no longer.
+			to := buf[wpos : wpos+length+16]
+			hist := buf[src : src+length+16]
+			binary.LittleEndian.PutUint64(to, binary.LittleEndian.Uint64(hist))
+			binary.LittleEndian.PutUint64(to[8:], binary.LittleEndian.Uint64(hist[8:]))
+			for i := 16; i < length; i += 8 {
+				binary.LittleEndian.PutUint64(to[i:], binary.LittleEndian.Uint64(hist[i:]))
+			}
+			wpos += length
+		case dist >= length:
 			copy(buf[wpos:wpos+length], buf[src:src+length])
 			wpos += length
-		} else {
+		default:
 			e := wpos + length
 			for wpos < e {
 				wpos += copy(buf[wpos:e], buf[src:wpos])
