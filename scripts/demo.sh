@@ -47,10 +47,18 @@ say dabba pull "$image"
 "${dabba[@]}" pull "$image"
 say dabba images
 "${dabba[@]}" images
-for cmd in "id" "hostname" "ls /" "cat /proc/1/cmdline; echo" "ps"; do
-	say dabba run --network none "$image" sh -c "'$cmd'"
+for cmd in "id" "hostname" "ls /" "tr '\\0' ' ' </proc/1/cmdline; echo" "ps"; do
+	say dabba run --network none --hostname demo "$image" sh -c "'$cmd'"
 	"${dabba[@]}" run --network none --hostname demo "$image" sh -c "$cmd"
 done
+# The default network is slirp4netns; allow_host_loopback lets the container
+# reach this machine's 127.0.0.1 as 10.0.2.2, here the demo's registry.
+port=${host##*:}
+say dabba run --network slirp4netns:allow_host_loopback=true "$image" wget -qO- "http://10.0.2.2:$port/v2/_catalog"
+"${dabba[@]}" run --network slirp4netns:allow_host_loopback=true "$image" wget -qO- "http://10.0.2.2:$port/v2/_catalog"
+echo
+say dabba --log-level debug run --network none "$image" true "2>&1 | grep rootfs"
+"${dabba[@]}" --log-level debug run --network none "$image" true 2>&1 | grep 'msg=rootfs' || true
 say "time dabba run --network none $image /bin/true"
 time "${dabba[@]}" run --network none "$image" /bin/true
 echo
