@@ -79,8 +79,12 @@
 // parallel. Each layer passes once through download -> sha256 of the blob +
 // write to tmp/<hex>.partial -> decompression (gzip through layers/gzran,
 // recording checkpoints; zstd through layers.Decompress) -> sha256 of the
-// tar (its diff_id) -> layers.IndexLayer. The download side runs in its own
-// goroutine, so it overlaps with decompression. Only when both digests
+// tar (its diff_id) -> layers.IndexLayer, in three goroutines (pipeline.go):
+// the producer downloads, hashes and writes the blob, the inflater reads the
+// partial file behind it, the indexer hashes and indexes the tar. A CPU
+// gate (cpugate.go) with one token per core serves the layer with the most
+// bytes left first, so the largest layer does not finish alone at the end.
+// Only when both digests
 // match is the blob renamed into blobs/; bytes that do not match, a corrupt
 // stream or a hostile entry discard the partial file. A download cut short
 // is resumed within the pull (a few times), and otherwise keeps its partial
