@@ -224,6 +224,9 @@ func shortHash(s string) string {
 type benchImage struct {
 	*images.Image
 	repo string // repository:tag on the registry
+	// indexErr is why `dabba index push` failed for an image whose form
+	// needs the index; its dabba-lazy rows report it.
+	indexErr error
 }
 
 func (b *benchImage) label() string { return b.Name + "/" + b.Form }

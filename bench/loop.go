@@ -200,6 +200,9 @@ func (h *harness) measure(ctx context.Context, sc string, img *benchImage, c *Co
 	if failed == nil && h.dabbaErr != nil && strings.HasPrefix(c.Name, "dabba") {
 		failed = h.dabbaErr
 	}
+	if failed == nil && img.indexErr != nil && c.Name == "dabba-lazy" {
+		failed = fmt.Errorf("the image's lazy index was not pushed: %w", img.indexErr)
+	}
 	if failed != nil {
 		r.Err = failed.Error()
 	} else {

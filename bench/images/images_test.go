@@ -78,4 +78,15 @@ func TestAlpineFromTarball(t *testing.T) {
 	if d1 != d2 {
 		t.Errorf("cached image digest %s, first build %s", d2, d1)
 	}
+	// gzip+index is the same image: the index is pushed beside it.
+	idx, err := b.Build(ctx, "alpine", FormGzipIndex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d3, _ := idx.Image.Digest(); d3 != d1 || idx.Form != FormGzipIndex || img.Form != FormGzip {
+		t.Errorf("gzip+index image %s form %q (gzip form now %q), want digest %s form %q", d3, idx.Form, img.Form, d1, FormGzipIndex)
+	}
+	if !NeedsIndex(FormGzipIndex) || NeedsIndex(FormGzip) {
+		t.Errorf("NeedsIndex: want true only for %s", FormGzipIndex)
+	}
 }
