@@ -8,6 +8,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestLimitFiles(t *testing.T) {
@@ -302,17 +304,12 @@ func TestCreateV1Tree(t *testing.T) {
 // TestCreateV1NotWritable checks the undelegated v1 message without root;
 // the integration test checks it again as the test user on the real tree.
 func TestCreateV1NotWritable(t *testing.T) {
-	if os.Geteuid() == 0 {
-		t.Skip("root may write anywhere; TestUndelegated covers this as the test user")
-	}
 	root := t.TempDir()
 	own := filepath.Join(root, "memory", "user.slice")
 	if err := os.MkdirAll(own, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Chmod(own, 0o555); err != nil {
-		t.Fatal(err)
-	}
+	makeReadOnly(t, own, 0o555)
 	mi := fmt.Sprintf("40 31 0:30 / %s rw - cgroup cgroup rw,memory\n", filepath.Join(root, "memory"))
 	l, err := detect([]byte(mi), []byte("4:memory:/user.slice\n"))
 	if err != nil {
@@ -326,17 +323,32 @@ func TestCreateV1NotWritable(t *testing.T) {
 
 // TestCreateV2NotWritable checks the undelegated v2 message without root.
 func TestCreateV2NotWritable(t *testing.T) {
-	if os.Geteuid() == 0 {
-		t.Skip("root may write anywhere")
-	}
 	l, own := v2Tree(t, "memory pids\n", "")
-	if err := os.Chmod(filepath.Join(own, "cgroup.procs"), 0o444); err != nil {
-		t.Fatal(err)
-	}
+	makeReadOnly(t, filepath.Join(own, "cgroup.procs"), 0o444)
 	_, err := create(l, "c", Limits{Pids: 5})
 	var nd *NotDelegatedError
 	if !errors.As(err, &nd) || nd.Version != 2 || !strings.Contains(err.Error(), "Delegate=yes") || !strings.Contains(err.Error(), own+"/cgroup.procs") {
 		t.Errorf("create in an undelegated v2 cgroup: %v", err)
+	}
+}
+
+// makeReadOnly takes write permission away from p: by its mode for an
+// ordinary user, and for root (who may write anywhere) by a read-only bind
+// mount of p onto itself, which the test unmounts when it ends.
+func makeReadOnly(t *testing.T, p string, mode os.FileMode) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	if err := unix.Mount(p, p, "", unix.MS_BIND, ""); err != nil {
+		t.Fatalf("bind mount of %s: %v", p, err)
+	}
+	t.Cleanup(func() { unix.Unmount(p, unix.MNT_DETACH) })
+	if err := unix.Mount("", p, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY, ""); err != nil {
+		t.Fatalf("read-only remount of %s: %v", p, err)
 	}
 }
 
