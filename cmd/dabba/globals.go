@@ -44,4 +44,3 @@ func (g *globals) setup() error {
 	g.root = abs
 	return nil
 }
-
