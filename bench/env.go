@@ -98,24 +98,8 @@ func startDockerRegistry(ctx context.Context, ns *link.Netns, dir, addr string) 
 	if err != nil {
 		return nil, fmt.Errorf("docker-registry not found: install the Debian package docker-registry (make deps), or use --registry in-process")
 	}
-	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o755); err != nil {
-		return nil, err
-	}
-	cfg := fmt.Sprintf(`version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: %s
-  delete:
-    enabled: true
-http:
-  addr: %s
-`, filepath.Join(dir, "data"), addr)
-	cfgPath := filepath.Join(dir, "config.yml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+	cfgPath, err := imagebuild.WriteDockerRegistryConfig(dir, addr)
+	if err != nil {
 		return nil, err
 	}
 	var cmd *exec.Cmd

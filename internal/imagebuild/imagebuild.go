@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -226,4 +227,33 @@ func Push(img v1.Image, ref string) error {
 		return fmt.Errorf("pushing %s: %w", ref, err)
 	}
 	return nil
+}
+
+// WriteDockerRegistryConfig writes, in dir, a configuration for Debian's
+// docker-registry (the distribution registry) that keeps its storage in
+// dir/data, listens on addr and logs only errors, and returns its path:
+// `docker-registry serve PATH` starts it.
+func WriteDockerRegistryConfig(dir, addr string) (string, error) {
+	data := filepath.Join(dir, "data")
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		return "", err
+	}
+	cfg := fmt.Sprintf(`version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: %s
+  delete:
+    enabled: true
+http:
+  addr: %s
+`, data, addr)
+	p := filepath.Join(dir, "config.yml")
+	if err := os.WriteFile(p, []byte(cfg), 0o644); err != nil {
+		return "", err
+	}
+	return p, nil
 }

@@ -366,21 +366,8 @@ func DockerRegistry(t testing.TB) string {
 		t.Fatal(err)
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	cfg := fmt.Sprintf(`version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: %s
-  delete:
-    enabled: true
-http:
-  addr: %s
-`, filepath.Join(dir, "data"), addr)
-	cfgPath := filepath.Join(dir, "config.yml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+	cfgPath, err := imagebuild.WriteDockerRegistryConfig(dir, addr)
+	if err != nil {
 		t.Fatal(err)
 	}
 	var logs bytes.Buffer
