@@ -15,7 +15,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -24,6 +27,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/dabba/dabba/layers"
 	"github.com/dabba/dabba/layers/gzran"
@@ -42,16 +47,35 @@ const (
 	// IndexLayerAnnotation, on an index blob's descriptor, names the layer
 	// digest the blob indexes.
 	IndexLayerAnnotation = "dev.dabba.index.layer"
+	// IndexWindowsMediaType is the media type of one layer's windows blob:
+	// the 32 KiB of history at every gzip checkpoint, compressed, one
+	// after the other (remote.BuildWindows). It is not fetched whole: a
+	// lazy read fetches by range the one window its checkpoint needs.
+	IndexWindowsMediaType = "application/vnd.dabba.index.windows.v1"
+	// IndexPrefetchMediaType is the media type of the artifact's prefetch
+	// list (JSON, prefetchList): the ranges of the layers that lazy runs
+	// of the image read at start, in order, learned on the machine that
+	// pushed the index. A cold lazy run fetches them at once, in
+	// parallel, as eStargz's prefetch landmark does.
+	IndexPrefetchMediaType = "application/vnd.dabba.index.prefetch.v1+json"
 	// IndexSpan is the checkpoint spacing (uncompressed bytes) of the gzip
 	// indexes `dabba index push` builds: a cold read inflates from at most
-	// about 1 MiB before its offset (gzran's doc has the trade-off; the
-	// pull's 4 MiB suits local reads, not reads over a network).
-	IndexSpan = 1 << 20
-	// maxIndexBlob bounds one index blob fetched from a registry. Windows
-	// are 32 KiB per checkpoint before compression: a 10 GB layer at
-	// IndexSpan needs about 300 MB at worst.
+	// 256 KiB before its offset, about 110 KiB of compressed bytes for
+	// typical layers (the pull's 4 MiB suits local reads, not reads over
+	// a network). The windows, 32 KiB per checkpoint before compression,
+	// travel in a blob of their own, fetched a window at a time, so the
+	// index a lazy run fetches whole stays small (entries, and 40 bytes
+	// per checkpoint and per span).
+	IndexSpan = 256 << 10
+	// maxIndexBlob bounds one index blob fetched from a registry, and its
+	// decompressed content.
 	maxIndexBlob = 1 << 30
+	// maxPrefetchList bounds the prefetch list blob.
+	maxPrefetchList = 16 << 20
 )
+
+// createdAnnotation is the OCI annotation of an artifact's creation time.
+const createdAnnotation = "org.opencontainers.image.created"
 
 // emptyConfig is the OCI empty descriptor's content.
 var emptyConfig = []byte("{}")
@@ -60,56 +84,109 @@ var emptyConfig = []byte("{}")
 var ErrNoIndex = errors.New("store: no dabba index for the image")
 
 // LazyIndex is what reading one gzip layer lazily needs: its entries with
-// their offsets in the uncompressed tar, the gzip checkpoints, and a digest
-// per span of compressed bytes. One is one blob of the index artifact.
+// their offsets in the uncompressed tar, the gzip checkpoints, a digest per
+// span of compressed bytes, and where the checkpoints' windows are. One is
+// one blob of the index artifact (plus the windows blob).
 type LazyIndex struct {
-	Entries     *layers.Index
+	Entries *layers.Index
+	// Checkpoints is detached from its windows (version 2); version 1
+	// blobs hold the windows inline.
 	Checkpoints *gzran.Index
 	Spans       *remote.SpanIndex
+	// Windows locates each checkpoint's window in the windows blob (nil
+	// in version 1).
+	Windows *remote.SpanIndex
+
+	// windowsBlob is the windows blob BuildLazyIndex made, to push.
+	windowsBlob []byte
 }
 
-// Serialised LazyIndex, version 1:
+// Serialised LazyIndex:
 //
 //	magic "DBBAIDX" version(1 byte)
-//	3 × (uvarint length, bytes): the layers.Index, the gzran.Index and the
-//	remote.SpanIndex, each in its own binary form (each with its own
-//	version and checksum)
+//	version 1: 3 × (uvarint length, bytes): the layers.Index, the
+//	gzran.Index (with windows) and the remote.SpanIndex, each in its own
+//	binary form (each with its own version and checksum)
+//	version 2: a zstd frame holding 4 × (uvarint length, bytes): the
+//	layers.Index, the detached gzran.Index, the layer's SpanIndex and the
+//	SpanIndex of the windows blob
 const (
 	lazyIndexMagic   = "DBBAIDX"
-	lazyIndexVersion = 1
+	lazyIndexVersion = 2
 )
 
-// MarshalBinary implements encoding.BinaryMarshaler.
+// MarshalBinary implements encoding.BinaryMarshaler (version 2 for a
+// detached index, version 1 for one with its windows).
 func (x *LazyIndex) MarshalBinary() ([]byte, error) {
-	var parts [3][]byte
-	var err error
-	if parts[0], err = x.Entries.MarshalBinary(); err != nil {
-		return nil, fmt.Errorf("encoding entry index: %w", err)
+	var parts [][]byte
+	enc := func(what string, m interface{ MarshalBinary() ([]byte, error) }) error {
+		b, err := m.MarshalBinary()
+		if err != nil {
+			return fmt.Errorf("encoding %s: %w", what, err)
+		}
+		parts = append(parts, b)
+		return nil
 	}
-	if parts[1], err = x.Checkpoints.MarshalBinary(); err != nil {
-		return nil, fmt.Errorf("encoding gzip checkpoints: %w", err)
+	if err := enc("entry index", x.Entries); err != nil {
+		return nil, err
 	}
-	if parts[2], err = x.Spans.MarshalBinary(); err != nil {
-		return nil, fmt.Errorf("encoding span index: %w", err)
+	if err := enc("gzip checkpoints", x.Checkpoints); err != nil {
+		return nil, err
 	}
-	b := append([]byte(lazyIndexMagic), lazyIndexVersion)
+	if err := enc("span index", x.Spans); err != nil {
+		return nil, err
+	}
+	version := byte(1)
+	if x.Checkpoints.Detached() {
+		if x.Windows == nil {
+			return nil, errors.New("encoding lazy index: detached gzip checkpoints without their windows")
+		}
+		if err := enc("window index", x.Windows); err != nil {
+			return nil, err
+		}
+		version = 2
+	}
+	var body []byte
 	for _, p := range parts {
-		b = binary.AppendUvarint(b, uint64(len(p)))
-		b = append(b, p...)
+		body = binary.AppendUvarint(body, uint64(len(p)))
+		body = append(body, p...)
 	}
-	return b, nil
+	b := append([]byte(lazyIndexMagic), version)
+	if version == 1 {
+		return append(b, body...), nil
+	}
+	zw, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBetterCompression), zstd.WithEncoderConcurrency(1))
+	if err != nil {
+		return nil, err
+	}
+	defer zw.Close()
+	return zw.EncodeAll(body, b), nil
 }
 
-// UnmarshalBinary implements encoding.BinaryUnmarshaler.
+// UnmarshalBinary implements encoding.BinaryUnmarshaler (versions 1 and 2).
 func (x *LazyIndex) UnmarshalBinary(b []byte) error {
 	if len(b) < len(lazyIndexMagic)+1 || string(b[:len(lazyIndexMagic)]) != lazyIndexMagic {
 		return errors.New("not a dabba layer index")
 	}
-	if v := b[len(lazyIndexMagic)]; v != lazyIndexVersion {
-		return fmt.Errorf("dabba layer index version %d, this dabba reads %d: push the index again with this dabba (`dabba index push IMAGE`)", v, lazyIndexVersion)
-	}
+	v := b[len(lazyIndexMagic)]
 	b = b[len(lazyIndexMagic)+1:]
-	var parts [3][]byte
+	nparts := 3
+	switch v {
+	case 1:
+	case 2:
+		nparts = 4
+		zr, err := zstd.NewReader(nil, zstd.WithDecoderMaxMemory(maxIndexBlob), zstd.WithDecoderConcurrency(1))
+		if err != nil {
+			return err
+		}
+		defer zr.Close()
+		if b, err = zr.DecodeAll(b, nil); err != nil {
+			return fmt.Errorf("dabba layer index is damaged: %w", err)
+		}
+	default:
+		return fmt.Errorf("dabba layer index version %d, this dabba reads 1 and %d: push the index again with this dabba (`dabba index push IMAGE`)", v, lazyIndexVersion)
+	}
+	parts := make([][]byte, nparts)
 	for i := range parts {
 		n, k := binary.Uvarint(b)
 		if k <= 0 || n > uint64(len(b)-k) {
@@ -130,6 +207,15 @@ func (x *LazyIndex) UnmarshalBinary(b []byte) error {
 	if err := out.Spans.UnmarshalBinary(parts[2]); err != nil {
 		return fmt.Errorf("span index: %w", err)
 	}
+	if nparts == 4 {
+		out.Windows = &remote.SpanIndex{}
+		if err := out.Windows.UnmarshalBinary(parts[3]); err != nil {
+			return fmt.Errorf("window index: %w", err)
+		}
+	}
+	if out.Checkpoints.Detached() != (out.Windows != nil) {
+		return errors.New("dabba layer index: gzip checkpoints and windows disagree (version mix-up)")
+	}
 	*x = out
 	return nil
 }
@@ -148,6 +234,14 @@ func (x *LazyIndex) check(l Layer) error {
 	if err := x.Spans.Check(); err != nil {
 		return err
 	}
+	if x.Windows != nil {
+		if err := x.Windows.Check(); err != nil {
+			return fmt.Errorf("windows: %w", err)
+		}
+		if len(x.Windows.Spans) != len(x.Checkpoints.Checkpoints()) {
+			return fmt.Errorf("%d windows for %d gzip checkpoints", len(x.Windows.Spans), len(x.Checkpoints.Checkpoints()))
+		}
+	}
 	if x.Entries.TarSize != x.Checkpoints.UncompressedSize() {
 		return fmt.Errorf("the entry index has a %d-byte tar, the gzip index %d bytes", x.Entries.TarSize, x.Checkpoints.UncompressedSize())
 	}
@@ -160,9 +254,21 @@ func (x *LazyIndex) check(l Layer) error {
 }
 
 // BuildLazyIndex builds the lazy index of a gzip layer from its verified
-// blob in the store (after a pull): checkpoints every IndexSpan, span
+// blob in the store (after a pull): checkpoints every IndexSpan, detached
+// from their windows (laid out in a windows blob, pushed beside it), span
 // digests, and the entry index the pull made.
 func (s *Store) BuildLazyIndex(l Layer) (*LazyIndex, error) {
+	return s.buildLazyIndex(l, nil)
+}
+
+// buildLazyIndex is BuildLazyIndex for a layer of which a prefetch list
+// names ranges: each gets a gzip checkpoint right before it and a span
+// ending right after it, so prefetching it fetches little more than it.
+func (s *Store) buildLazyIndex(l Layer, rs []learnedRange) (*LazyIndex, error) {
+	var at, lengths []int64
+	for _, r := range rs {
+		at, lengths = append(at, r.Offset), append(lengths, r.Length)
+	}
 	ix, err := s.LayerIndex(l.Digest)
 	if err != nil {
 		return nil, err
@@ -172,15 +278,24 @@ func (s *Store) BuildLazyIndex(l Layer) (*LazyIndex, error) {
 		return nil, fmt.Errorf("layer %s: %w (pull the image again)", l.Digest, err)
 	}
 	defer f.Close()
-	gz, err := gzran.BuildIndex(bufio.NewReaderSize(io.NewSectionReader(f, 0, l.Size), 256<<10), IndexSpan)
+	gz, err := gzran.BuildIndexAt(bufio.NewReaderSize(io.NewSectionReader(f, 0, l.Size), 256<<10), IndexSpan, at)
 	if err != nil {
 		return nil, fmt.Errorf("layer %s: indexing gzip stream: %w", l.Digest, err)
 	}
-	spans, err := remote.BuildSpans(f, l.Size, gz)
+	var cuts []int64
+	for i, off := range at {
+		_, cend := gz.CompressedSpan(off, lengths[i])
+		cuts = append(cuts, cend)
+	}
+	spans, err := remote.BuildSpansCut(f, l.Size, gz, cuts)
 	if err != nil {
 		return nil, fmt.Errorf("layer %s: digesting spans: %w", l.Digest, err)
 	}
-	x := &LazyIndex{Entries: ix, Checkpoints: gz, Spans: &remote.SpanIndex{Size: l.Size, Spans: spans}}
+	wblob, windows, err := remote.BuildWindows(gz)
+	if err != nil {
+		return nil, fmt.Errorf("layer %s: %w", l.Digest, err)
+	}
+	x := &LazyIndex{Entries: ix, Checkpoints: gz.Detach(), Spans: &remote.SpanIndex{Size: l.Size, Spans: spans}, Windows: windows, windowsBlob: wblob}
 	if err := x.check(l); err != nil {
 		return nil, fmt.Errorf("layer %s: built index is inconsistent: %w", l.Digest, err)
 	}
@@ -194,6 +309,9 @@ type IndexPushOptions struct {
 	Platform *v1.Platform
 	Insecure bool
 	Progress io.Writer
+	// NoPrefetch leaves out the prefetch list (the ranges earlier lazy
+	// runs of the image in this store read at start).
+	NoPrefetch bool
 }
 
 // IndexPushResult says what PushIndex did.
@@ -207,6 +325,11 @@ type IndexPushResult struct {
 	// indexed).
 	Indexed []v1.Hash
 	Skipped []SkippedLayer
+	// PrefetchRanges and PrefetchBytes describe the prefetch list
+	// published (learned from earlier lazy runs in this store; 0 when
+	// none).
+	PrefetchRanges int
+	PrefetchBytes  int64
 }
 
 // SkippedLayer is a layer PushIndex did not index.
@@ -241,6 +364,17 @@ func (s *Store) PushIndex(ctx context.Context, ref string, opts IndexPushOptions
 	}
 	res := &IndexPushResult{Image: img}
 	var blobs []indexBlob
+	// The prefetch list: what earlier lazy runs here read. Each of its
+	// ranges also gets a gzip checkpoint right before it, so a prefetch
+	// fetches little more than the range.
+	var learned []learnedRange
+	byLayer := map[v1.Hash][]learnedRange{}
+	if !opts.NoPrefetch {
+		learned = coalesce(s.readLearnedRanges(img.ManifestDigest), coalesceGap)
+		for _, r := range learned {
+			byLayer[r.Layer] = append(byLayer[r.Layer], r)
+		}
+	}
 	seen := map[v1.Hash]bool{}
 	for i, l := range img.Layers {
 		if seen[l.Digest] {
@@ -259,7 +393,7 @@ func (s *Store) PushIndex(ctx context.Context, ref string, opts IndexPushOptions
 			res.Skipped = append(res.Skipped, SkippedLayer{l.Digest, c.String() + " layers are not indexed; they are fetched whole"})
 			continue
 		}
-		x, err := s.BuildLazyIndex(l)
+		x, err := s.buildLazyIndex(l, byLayer[l.Digest])
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", img.Name, err)
 		}
@@ -268,11 +402,29 @@ func (s *Store) PushIndex(ctx context.Context, ref string, opts IndexPushOptions
 			return nil, fmt.Errorf("%s: layer %s: %w", img.Name, l.Digest, err)
 		}
 		blobs = append(blobs, indexBlob{b: b, d: contentDigest(b), layer: l.Digest})
+		if x.windowsBlob != nil {
+			blobs = append(blobs, indexBlob{b: x.windowsBlob, d: contentDigest(x.windowsBlob), layer: l.Digest, mt: IndexWindowsMediaType})
+		}
 		res.Indexed = append(res.Indexed, l.Digest)
 		slog.Debug("layer indexed", "stage", "index", "layer", l.Digest.String(), "bytes", len(b), "checkpoints", len(x.Checkpoints.Checkpoints()), "spans", len(x.Spans.Spans))
 	}
 	if len(blobs) == 0 {
 		return res, fmt.Errorf("%s: no layer to index (every layer is eStargz, zstd or plain tar): nothing pushed", img.Name)
+	}
+
+	if len(learned) > 0 {
+		if rs := learned; len(rs) > 0 {
+			pl := prefetchList{Ranges: rs, Files: s.readLearned(img.ManifestDigest)}
+			b, err := json.Marshal(pl)
+			if err != nil {
+				return nil, err
+			}
+			blobs = append(blobs, indexBlob{b: b, d: contentDigest(b), mt: IndexPrefetchMediaType})
+			res.PrefetchRanges = len(rs)
+			for _, r := range rs {
+				res.PrefetchBytes += r.Length
+			}
+		}
 	}
 
 	subject := v1.Descriptor{MediaType: m.MediaType, Digest: img.ManifestDigest, Size: int64(len(raw))}
@@ -292,7 +444,15 @@ func (s *Store) PushIndex(ctx context.Context, ref string, opts IndexPushOptions
 type indexBlob struct {
 	b     []byte
 	d     v1.Hash
-	layer v1.Hash // the layer it indexes
+	layer v1.Hash         // the layer it indexes (zero for the prefetch list)
+	mt    types.MediaType // IndexLayerMediaType when empty
+}
+
+func (b indexBlob) mediaType() types.MediaType {
+	if b.mt == "" {
+		return IndexLayerMediaType
+	}
+	return b.mt
 }
 
 // pushArtifact pushes the index artifact of subject with blobs to repo,
@@ -306,12 +466,21 @@ func (s *Store) pushArtifact(ctx context.Context, repo name.Repository, insecure
 		Subject:       &subject,
 	}
 	for _, b := range blobs {
-		art.Layers = append(art.Layers, v1.Descriptor{
-			MediaType:   IndexLayerMediaType,
-			Digest:      b.d,
-			Size:        int64(len(b.b)),
-			Annotations: map[string]string{IndexLayerAnnotation: b.layer.String()},
-		})
+		if b.mt == IndexPrefetchMediaType {
+			// The newest artifact with a prefetch list wins when an
+			// image has several (the list learned again, or pushed
+			// from another machine); referrers lists carry the
+			// manifest's annotations. An index without a list has no
+			// time, so pushing it again gives the same artifact.
+			art.Annotations = map[string]string{createdAnnotation: time.Now().UTC().Format(time.RFC3339Nano)}
+		}
+	}
+	for _, b := range blobs {
+		d := v1.Descriptor{MediaType: b.mediaType(), Digest: b.d, Size: int64(len(b.b))}
+		if b.layer != (v1.Hash{}) {
+			d.Annotations = map[string]string{IndexLayerAnnotation: b.layer.String()}
+		}
+		art.Layers = append(art.Layers, d)
 	}
 	mb, err := json.Marshal(art)
 	if err != nil {
@@ -332,8 +501,13 @@ func (s *Store) pushArtifact(ctx context.Context, repo name.Repository, insecure
 	if err := push(emptyConfig, IndexArtifactType); err != nil {
 		return v1.Hash{}, err
 	}
+	pushed := map[v1.Hash]bool{}
 	for _, b := range blobs {
-		if err := push(b.b, IndexLayerMediaType); err != nil {
+		if pushed[b.d] {
+			continue
+		}
+		pushed[b.d] = true
+		if err := push(b.b, b.mediaType()); err != nil {
 			return v1.Hash{}, err
 		}
 	}
@@ -434,7 +608,9 @@ type foundIndex struct {
 	artifact v1.Hash
 	pinned   bool
 	layers   map[v1.Hash]*LazyIndex
-	fetched  int64 // bytes of manifests and blobs fetched for it
+	windows  map[v1.Hash]v1.Descriptor // layer -> its windows blob
+	prefetch []learnedRange            // the artifact's prefetch list
+	fetched  int64                     // bytes of manifests and blobs fetched for it
 }
 
 // findIndex finds the dabba index artifact of manifest md: the pinned one,
@@ -456,6 +632,12 @@ func (s *Store) findIndex(ctx context.Context, c *registryClient, md v1.Hash, ls
 	if err != nil {
 		return nil, err
 	}
+	// Newest first (RFC 3339 times in UTC sort as strings; only those
+	// with a prefetch list have one); those without a time last, in the
+	// registry's order.
+	sort.SliceStable(cands, func(i, j int) bool {
+		return cands[i].Annotations[createdAnnotation] > cands[j].Annotations[createdAnnotation]
+	})
 	var errs []error
 	for _, d := range cands {
 		if d.ArtifactType != IndexArtifactType {
@@ -512,8 +694,24 @@ func (s *Store) loadIndex(ctx context.Context, c *registryClient, md, a v1.Hash,
 	for _, l := range ls {
 		want[l.Digest] = l
 	}
+	// The layers' index blobs and the prefetch list, fetched in parallel;
+	// the windows blobs are only located (reads fetch a window at a time).
+	type job struct {
+		d     v1.Descriptor
+		layer Layer
+	}
+	var jobs []job
+	var prefetchDesc *v1.Descriptor
+	fi.windows = map[v1.Hash]v1.Descriptor{}
 	for _, d := range m.Layers {
-		if d.MediaType != IndexLayerMediaType {
+		if d.MediaType == IndexPrefetchMediaType && prefetchDesc == nil {
+			if err := checkHash(d.Digest); err != nil || d.Size < 0 || d.Size > maxPrefetchList {
+				return nil, fmt.Errorf("index artifact %s: prefetch list %s of %d bytes: refusing it", a, d.Digest, d.Size)
+			}
+			prefetchDesc = &d
+			continue
+		}
+		if d.MediaType != IndexLayerMediaType && d.MediaType != IndexWindowsMediaType {
 			continue
 		}
 		lh, err := v1.NewHash(d.Annotations[IndexLayerAnnotation])
@@ -521,8 +719,8 @@ func (s *Store) loadIndex(ctx context.Context, c *registryClient, md, a v1.Hash,
 			return nil, fmt.Errorf("index artifact %s: blob %s names no layer (annotation %s)", a, d.Digest, IndexLayerAnnotation)
 		}
 		l, ok := want[lh]
-		if !ok || fi.layers[lh] != nil {
-			continue // another image's layer, or twice
+		if !ok {
+			continue // another image's layer
 		}
 		if err := checkHash(d.Digest); err != nil {
 			return nil, fmt.Errorf("index artifact %s: %w", a, err)
@@ -530,19 +728,78 @@ func (s *Store) loadIndex(ctx context.Context, c *registryClient, md, a v1.Hash,
 		if d.Size < 0 || d.Size > maxIndexBlob {
 			return nil, fmt.Errorf("index artifact %s: index of layer %s has size %d: refusing it", a, lh, d.Size)
 		}
-		bb, n, err := s.indexBlob(ctx, c, d.Digest, d.Size)
-		if err != nil {
-			return nil, fmt.Errorf("index artifact %s: index of layer %s: %w", a, lh, err)
+		if d.MediaType == IndexWindowsMediaType {
+			if _, dup := fi.windows[lh]; !dup {
+				fi.windows[lh] = d
+			}
+			continue
 		}
-		fi.fetched += n
-		var x LazyIndex
-		if err := x.UnmarshalBinary(bb); err != nil {
-			return nil, fmt.Errorf("index artifact %s: index of layer %s: %w", a, lh, err)
+		dup := false
+		for _, j := range jobs {
+			dup = dup || j.layer.Digest == lh
 		}
-		if err := x.check(l); err != nil {
-			return nil, fmt.Errorf("index artifact %s: index of layer %s does not fit the layer: %w", a, lh, err)
+		if !dup {
+			jobs = append(jobs, job{d, l})
 		}
-		fi.layers[lh] = &x
+	}
+	results := make([]*LazyIndex, len(jobs))
+	var fetched atomic.Int64
+	g, gctx := errgroup.WithContext(ctx)
+	for i, j := range jobs {
+		g.Go(func() error {
+			lh := j.layer.Digest
+			bb, n, err := s.indexBlob(gctx, c, j.d.Digest, j.d.Size)
+			fetched.Add(n)
+			if err != nil {
+				return fmt.Errorf("index artifact %s: index of layer %s: %w", a, lh, err)
+			}
+			var x LazyIndex
+			if err := x.UnmarshalBinary(bb); err != nil {
+				return fmt.Errorf("index artifact %s: index of layer %s: %w", a, lh, err)
+			}
+			if err := x.check(j.layer); err != nil {
+				return fmt.Errorf("index artifact %s: index of layer %s does not fit the layer: %w", a, lh, err)
+			}
+			if x.Windows != nil {
+				wd, ok := fi.windows[lh]
+				if !ok {
+					return fmt.Errorf("index artifact %s: index of layer %s has no windows blob (%s)", a, lh, IndexWindowsMediaType)
+				}
+				if wd.Size != x.Windows.Size {
+					return fmt.Errorf("index artifact %s: windows blob of layer %s has %d bytes, its index says %d", a, lh, wd.Size, x.Windows.Size)
+				}
+			}
+			results[i] = &x
+			return nil
+		})
+	}
+	if prefetchDesc != nil {
+		g.Go(func() error {
+			bb, n, err := s.indexBlob(gctx, c, prefetchDesc.Digest, prefetchDesc.Size)
+			fetched.Add(n)
+			var pl prefetchList
+			if err == nil {
+				err = json.Unmarshal(bb, &pl)
+			}
+			if err == nil {
+				err = pl.check()
+			}
+			if err != nil {
+				// A bad prefetch list costs speed, not the run.
+				slog.Warn("prefetch list of the index unusable", "stage", "lazy", "artifact", a.String(), "err", err)
+				return nil
+			}
+			fi.prefetch = pl.Ranges
+			return nil
+		})
+	}
+	err := g.Wait()
+	fi.fetched += fetched.Load()
+	if err != nil {
+		return nil, err
+	}
+	for i, j := range jobs {
+		fi.layers[j.layer.Digest] = results[i]
 	}
 	if s.hasBlob(a, int64(len(b))) || s.putBlob(ctx, a, b) == nil {
 		slog.Debug("index artifact loaded", "stage", "lazy", "artifact", a.String(), "layers", len(fi.layers))
@@ -586,6 +843,20 @@ func (c *registryClient) referrers(ctx context.Context, md v1.Hash) ([]v1.Descri
 		return nil, 0, err
 	}
 	req.Header.Set("Accept", string(types.OCIImageIndex))
+	// The tag schema's manifest is asked for at the same time: on a
+	// registry without the API it saves a round trip.
+	type tagResult struct {
+		b   []byte
+		err error
+	}
+	tag := md.Algorithm + "-" + md.Hex
+	tctx, cancelTag := context.WithCancel(ctx)
+	defer cancelTag()
+	tagc := make(chan tagResult, 1)
+	go func() {
+		b, _, _, err := c.manifest(tctx, tag)
+		tagc <- tagResult{b, err}
+	}()
 	resp, err := c.client.Do(req)
 	if err != nil {
 		return nil, 0, remoteError(c.image, c.repo.RegistryStr(), "", err)
@@ -597,6 +868,7 @@ func (c *registryClient) referrers(ctx context.Context, md v1.Hash) ([]v1.Descri
 		ct = strings.TrimSpace(ct[:i])
 	}
 	if resp.StatusCode == http.StatusOK && ct == string(types.OCIImageIndex) {
+		cancelTag()
 		if b, err = io.ReadAll(io.LimitReader(resp.Body, maxManifestSize+1)); err != nil {
 			return nil, int64(len(b)), remoteError(c.image, c.repo.RegistryStr(), "", err)
 		}
@@ -610,14 +882,19 @@ func (c *registryClient) referrers(ctx context.Context, md v1.Hash) ([]v1.Descri
 			return nil, 0, remoteError(c.image, c.repo.RegistryStr(), "", transport.CheckError(resp, http.StatusOK))
 		}
 		// No referrers API: the tag schema.
-		tag := md.Algorithm + "-" + md.Hex
-		b, _, _, err = c.manifest(ctx, tag)
-		if errors.Is(err, ErrRemoteNotFound) {
+		var tr tagResult
+		select {
+		case tr = <-tagc:
+		case <-ctx.Done():
+			return nil, 0, ctx.Err()
+		}
+		if errors.Is(tr.err, ErrRemoteNotFound) {
 			return nil, 0, nil
 		}
-		if err != nil {
-			return nil, 0, fmt.Errorf("referrers of %s (tag %s): %w", md, tag, err)
+		if tr.err != nil {
+			return nil, 0, fmt.Errorf("referrers of %s (tag %s): %w", md, tag, tr.err)
 		}
+		b = tr.b
 	}
 	idx, err := v1.ParseIndexManifest(bytes.NewReader(b))
 	if err != nil {

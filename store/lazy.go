@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -76,6 +77,7 @@ type LazyLayer struct {
 
 	r     io.ReaderAt
 	f     *remote.Fetcher
+	wf    *remote.Fetcher // of the windows blob of a detached index
 	gz    *remote.GzipLayer
 	es    *remote.EStargz
 	close func() error
@@ -124,8 +126,20 @@ type LazyImage struct {
 	recMu     sync.Mutex
 	recSeen   map[[2]int]bool
 	recFiles  []string
+	recBlocks map[block]bool
+	recOrder  []block
 	recBytes  int64
 	learned   []string
+	// learnedRanges are this machine's record; prefetch is what the open
+	// prefetches: those, else the index artifact's list.
+	learnedRanges []learnedRange
+	prefetch      []learnedRange
+	prefetchFrom  string
+
+	// Reads in flight and the time the last one ended (UnixNano), so the
+	// background fetch can give way to them.
+	reading   atomic.Int64
+	lastRead  atomic.Int64
 	closeOnce sync.Once
 }
 
@@ -173,7 +187,30 @@ func (s *Store) OpenLazy(ctx context.Context, ref string, opts LazyOptions) (li 
 	if err != nil {
 		return nil, err
 	}
-	img, m, err := s.resolveLazy(ctx, c, r.Identifier(), opts.Platform)
+	// The index artifact is looked for as soon as the manifest is known,
+	// while the config is fetched: round trips are most of a cold start.
+	type indexResult struct {
+		fi  *foundIndex
+		err error
+	}
+	indexc := make(chan indexResult, 1)
+	indexStarted := false
+	img, m, err := s.resolveLazy(ctx, c, r.Identifier(), opts.Platform, func(md v1.Hash, m *v1.Manifest) {
+		var ls []Layer
+		want := false
+		for _, d := range m.Layers {
+			ls = append(ls, Layer{Digest: d.Digest, Size: d.Size, MediaType: d.MediaType})
+			want = want || d.Annotations[remote.TOCDigestAnnotation] == ""
+		}
+		if !want {
+			return
+		}
+		indexStarted = true
+		go func() {
+			fi, err := s.findIndex(ctx, c, md, ls, opts.RequirePinned)
+			indexc <- indexResult{fi, err}
+		}()
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -182,7 +219,7 @@ func (s *Store) OpenLazy(ctx context.Context, ref string, opts LazyOptions) (li 
 		return nil, err
 	}
 	lctx, cancel := context.WithCancel(context.Background())
-	li = &LazyImage{Image: img, s: s, ctx: lctx, cancel: cancel, prefetched: make(chan struct{}), recording: !opts.NoRecord, recSeen: map[[2]int]bool{}}
+	li = &LazyImage{Image: img, s: s, ctx: lctx, cancel: cancel, prefetched: make(chan struct{}), recording: !opts.NoRecord, recSeen: map[[2]int]bool{}, recBlocks: map[block]bool{}}
 	defer func() {
 		if err != nil {
 			li.closeLayers()
@@ -210,7 +247,9 @@ func (s *Store) OpenLazy(ctx context.Context, ref string, opts LazyOptions) (li 
 		return remote.NewFetcher(c.client.Transport, c.url("blobs", l.Digest.String()), l.Digest, l.Size, &fopts)
 	}
 
-	var need []int // layers without a lazy way, fetched whole
+	esg, esctx := errgroup.WithContext(ctx)
+	defer esg.Wait() // on an early return, before the layers are closed
+	var need []int   // layers without a lazy way, fetched whole
 	var idx *foundIndex
 	var indexErr error
 	idxLooked := false
@@ -223,22 +262,32 @@ func (s *Store) OpenLazy(ctx context.Context, ref string, opts LazyOptions) (li 
 			continue
 		}
 		if toc := m.Layers[i].Annotations[remote.TOCDigestAnnotation]; toc != "" {
-			f, err := newFetcher(l)
-			if err != nil {
-				return nil, fmt.Errorf("%s: layer %s: %w", img.Name, l.Digest, err)
-			}
-			es, err := remote.OpenEStargz(ctx, f, toc, cache)
-			if err != nil {
-				f.Close()
-				return nil, fmt.Errorf("%s: layer %s: %w", img.Name, l.Digest, err)
-			}
-			ll.Kind, ll.Index, ll.r, ll.f, ll.es, ll.close = KindEStargz, es.Index(), es, f, es, f.Close
-			ll.verified.Store(true)
+			// The layers' footers and TOCs are fetched in parallel.
+			esg.Go(func() error {
+				f, err := newFetcher(l)
+				if err != nil {
+					return fmt.Errorf("%s: layer %s: %w", img.Name, l.Digest, err)
+				}
+				es, err := remote.OpenEStargz(esctx, f, toc, cache)
+				if err != nil {
+					f.Close()
+					return fmt.Errorf("%s: layer %s: %w", img.Name, l.Digest, err)
+				}
+				ll.Kind, ll.Index, ll.r, ll.f, ll.es, ll.close = KindEStargz, es.Index(), es, f, es, f.Close
+				ll.verified.Store(true)
+				return nil
+			})
 			continue
 		}
 		if !idxLooked {
 			idxLooked = true
-			if idx, err = s.findIndex(ctx, c, img.ManifestDigest, img.Layers, opts.RequirePinned); err != nil {
+			if indexStarted {
+				res := <-indexc
+				idx, err = res.fi, res.err
+			} else {
+				idx, err = s.findIndex(ctx, c, img.ManifestDigest, img.Layers, opts.RequirePinned)
+			}
+			if err != nil {
 				if ctx.Err() != nil {
 					return nil, err
 				}
@@ -256,18 +305,38 @@ func (s *Store) OpenLazy(ctx context.Context, ref string, opts LazyOptions) (li 
 			if err != nil {
 				return nil, fmt.Errorf("%s: layer %s: %w", img.Name, l.Digest, err)
 			}
-			gz, err := remote.NewGzipLayer(f, x.Checkpoints, x.Spans, cache)
+			var win *remote.Windows
+			if x.Windows != nil {
+				wd := idx.windows[l.Digest]
+				wf, err := remote.NewFetcher(c.client.Transport, c.url("blobs", wd.Digest.String()), wd.Digest, wd.Size, &fopts)
+				if err != nil {
+					f.Close()
+					return nil, fmt.Errorf("%s: windows of layer %s: %w", img.Name, l.Digest, err)
+				}
+				win = &remote.Windows{F: wf, Index: x.Windows}
+				ll.wf = wf
+			}
+			closeAll := func() error {
+				if win != nil {
+					win.F.Close()
+				}
+				return f.Close()
+			}
+			gz, err := remote.NewGzipLayerWindows(f, x.Checkpoints, x.Spans, win, cache)
 			if err != nil {
-				f.Close()
+				closeAll()
 				return nil, fmt.Errorf("%s: %w", img.Name, err)
 			}
-			ll.Kind, ll.Index, ll.r, ll.f, ll.gz, ll.close = KindIndexed, x.Entries, gz, f, gz, f.Close
+			ll.Kind, ll.Index, ll.r, ll.f, ll.gz, ll.close = KindIndexed, x.Entries, gz, f, gz, closeAll
 			ll.verified.Store(idx.pinned)
 			continue
 		}
 		need = append(need, i)
 	}
 
+	if err := esg.Wait(); err != nil {
+		return nil, err
+	}
 	if len(need) > 0 {
 		if err := s.fetchWhole(ctx, c, li, need, opts.Progress); err != nil {
 			return nil, err
@@ -295,7 +364,11 @@ func (s *Store) OpenLazy(ctx context.Context, ref string, opts LazyOptions) (li 
 		}
 	}
 
-	if err := li.finish(opts); err != nil {
+	var fromIndex []learnedRange
+	if idx != nil {
+		fromIndex = idx.prefetch
+	}
+	if err := li.finish(opts, fromIndex); err != nil {
 		return nil, err
 	}
 	slog.Debug("lazy image open", "stage", "lazy", "image", img.Name, "layers", len(li.Layers), "whole", len(need), "artifact", li.IndexArtifact.String(), "pinned", li.IndexPinned, "learned", len(li.learned))
@@ -311,7 +384,7 @@ func (s *Store) openPulled(ref string, opts LazyOptions) (*LazyImage, error) {
 		return nil, nil
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	li := &LazyImage{Image: img, s: s, ctx: ctx, cancel: cancel, prefetched: make(chan struct{}), recording: !opts.NoRecord, recSeen: map[[2]int]bool{}}
+	li := &LazyImage{Image: img, s: s, ctx: ctx, cancel: cancel, prefetched: make(chan struct{}), recording: !opts.NoRecord, recSeen: map[[2]int]bool{}, recBlocks: map[block]bool{}}
 	for _, l := range img.Layers {
 		ll := &LazyLayer{Layer: l}
 		li.Layers = append(li.Layers, ll)
@@ -322,7 +395,7 @@ func (s *Store) openPulled(ref string, opts LazyOptions) (*LazyImage, error) {
 			return nil, err
 		}
 	}
-	if err := li.finish(opts); err != nil {
+	if err := li.finish(opts, nil); err != nil {
 		li.closeLayers()
 		cancel()
 		return nil, err
@@ -331,7 +404,7 @@ func (s *Store) openPulled(ref string, opts LazyOptions) (*LazyImage, error) {
 }
 
 // finish merges the layers' indexes and starts the prefetch.
-func (li *LazyImage) finish(opts LazyOptions) error {
+func (li *LazyImage) finish(opts LazyOptions, fromIndex []learnedRange) error {
 	var err error
 	li.Tree, err = layers.Merge(li.Indexes())
 	if err != nil {
@@ -341,6 +414,13 @@ func (li *LazyImage) finish(opts LazyOptions) error {
 		ll.files = regularByOffset(ll.Index)
 	}
 	li.learned = li.s.readLearned(li.Image.ManifestDigest)
+	li.learnedRanges = li.s.readLearnedRanges(li.Image.ManifestDigest)
+	switch {
+	case len(li.learnedRanges) > 0:
+		li.prefetch, li.prefetchFrom = coalesce(li.learnedRanges, coalesceGap), "learned here"
+	case len(fromIndex) > 0:
+		li.prefetch, li.prefetchFrom = fromIndex, "index artifact"
+	}
 	if opts.NoPrefetch {
 		close(li.prefetched)
 	} else {
@@ -352,7 +432,10 @@ func (li *LazyImage) finish(opts LazyOptions) error {
 // resolveLazy fetches (or reads from the store) the manifest and config of
 // id, choosing the platform from an index as Pull does, and keeps them in
 // blobs/.
-func (s *Store) resolveLazy(ctx context.Context, c *registryClient, id string, platform *v1.Platform) (*Image, *v1.Manifest, error) {
+//
+// onManifest, when not nil, is called with the platform manifest as soon
+// as it is parsed, before the config is fetched.
+func (s *Store) resolveLazy(ctx context.Context, c *registryClient, id string, platform *v1.Platform, onManifest func(v1.Hash, *v1.Manifest)) (*Image, *v1.Manifest, error) {
 	want := platform
 	if want == nil {
 		want = HostPlatform()
@@ -396,6 +479,9 @@ func (s *Store) resolveLazy(ctx context.Context, c *registryClient, id string, p
 	}
 	if err := s.putBlob(ctx, md, b); err != nil {
 		return nil, nil, err
+	}
+	if onManifest != nil {
+		onManifest(md, m)
 	}
 	var cfgBytes []byte
 	if s.hasBlob(m.Config.Digest, -1) {
@@ -577,8 +663,13 @@ func (li *LazyImage) ReadAt(layer int, p []byte, off int64) (int, error) {
 		return 0, *e
 	}
 	if li.recording {
-		li.record(layer, ll, off)
+		li.record(layer, ll, off, len(p))
 	}
+	li.reading.Add(1)
+	defer func() {
+		li.lastRead.Store(time.Now().UnixNano())
+		li.reading.Add(-1)
+	}()
 	n, err := ll.r.ReadAt(p, off)
 	if err == io.EOF && n == len(p) {
 		err = nil
@@ -604,12 +695,14 @@ type LazyStats struct {
 func (li *LazyImage) Stats() LazyStats {
 	st := LazyStats{IndexBytes: li.indexBytes, WholeBytes: li.wholeBytes}
 	for _, ll := range li.Layers {
-		if ll.f != nil {
-			fs := ll.f.Stats()
-			st.Requests += fs.Requests
-			st.BytesFetched += fs.BytesFetched
-			st.Retries += fs.Retries
-			st.RangeIgnored += fs.RangeIgnored
+		for _, f := range []*remote.Fetcher{ll.f, ll.wf} {
+			if f != nil {
+				fs := f.Stats()
+				st.Requests += fs.Requests
+				st.BytesFetched += fs.BytesFetched
+				st.Retries += fs.Retries
+				st.RangeIgnored += fs.RangeIgnored
+			}
 		}
 	}
 	return st
@@ -623,6 +716,11 @@ const prefetchJobs = 8
 // files at paths of the merged tree, in parallel. Unknown paths are
 // skipped.
 func (li *LazyImage) Prefetch(ctx context.Context, paths []string) error {
+	return li.prefetchFiles(ctx, paths, false)
+}
+
+// prefetchFiles is Prefetch, of eStargz layers' files only when esOnly.
+func (li *LazyImage) prefetchFiles(ctx context.Context, paths []string, esOnly bool) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(prefetchJobs)
 	for _, p := range paths {
@@ -633,7 +731,7 @@ func (li *LazyImage) Prefetch(ctx context.Context, paths []string) error {
 		ll := li.Layers[n.Layer]
 		off, size := n.Offset, n.Size
 		switch {
-		case ll.gz != nil:
+		case ll.gz != nil && !esOnly:
 			g.Go(func() error { return ll.gz.Prefetch(gctx, off, size) })
 		case ll.es != nil:
 			g.Go(func() error {
@@ -651,15 +749,30 @@ func (li *LazyImage) Prefetch(ctx context.Context, paths []string) error {
 	return g.Wait()
 }
 
-// startPrefetch prefetches the files learnt from earlier runs, then the
-// eStargz layers' landmark files.
+// startPrefetch prefetches at open: the ranges learnt from earlier runs
+// here (else those of the index artifact's prefetch list), or for older
+// records the files; then the eStargz layers' landmark files.
 func (li *LazyImage) startPrefetch() {
 	defer close(li.prefetched)
+	li.reading.Add(1) // the command's reads, ahead of time
+	defer func() {
+		li.lastRead.Store(time.Now().UnixNano())
+		li.reading.Add(-1)
+	}()
+	start := time.Now()
+	before := li.Stats()
 	var errs []error
+	// Ranges for gzip layers; files for eStargz layers (their chunks
+	// do not line up with the recorded blocks) and for older records.
+	var g errgroup.Group
+	if len(li.prefetch) > 0 {
+		g.Go(func() error { return li.PrefetchRanges(li.ctx, li.prefetch) })
+	}
 	if len(li.learned) > 0 {
-		if err := li.Prefetch(li.ctx, li.learned); err != nil {
-			errs = append(errs, err)
-		}
+		g.Go(func() error { return li.prefetchFiles(li.ctx, li.learned, len(li.prefetch) > 0) })
+	}
+	if err := g.Wait(); err != nil {
+		errs = append(errs, err)
 	}
 	for _, ll := range li.Layers {
 		if ll.es != nil {
@@ -672,6 +785,71 @@ func (li *LazyImage) startPrefetch() {
 	if li.prefErr != nil && li.ctx.Err() == nil {
 		slog.Warn("prefetch failed; files will be fetched when read", "stage", "lazy", "image", li.Image.Name, "err", li.prefErr)
 	}
+	after := li.Stats()
+	var rangeBytes int64
+	for _, r := range li.prefetch {
+		rangeBytes += r.Length
+	}
+	slog.Debug("prefetch done", "stage", "lazy", "image", li.Image.Name, "ranges", len(li.prefetch), "range_bytes", rangeBytes, "from", li.prefetchFrom,
+		"files", len(li.learned), "bytes", after.BytesFetched-before.BytesFetched, "requests", after.Requests-before.Requests,
+		"took", time.Since(start).Round(time.Millisecond))
+}
+
+// Prefetch by ranges: the list is cut, in order, into pieces of at most
+// prefetchPiece bytes of one layer's content, of which prefetchAhead are
+// fetched at a time. Fetching all at once would share the link among all
+// of them, and the first ranges (those the command reads first) would
+// arrive last; this keeps the link busy (a piece is about 450 KB of gzip,
+// more than a 100 Mbit/s link with a 20 ms round trip holds in flight)
+// while the pieces arrive in the order they are needed.
+const (
+	prefetchFirstPiece = 128 << 10
+	prefetchPiece      = 1 << 20
+	prefetchAhead      = 4
+)
+
+// PrefetchRanges fetches (verifies and caches) the ranges rs of gzip
+// layers read through an index, in the order given, a few pieces at a
+// time (see prefetchPiece). Ranges of other layers are skipped.
+func (li *LazyImage) PrefetchRanges(ctx context.Context, rs []learnedRange) error {
+	byDigest := map[v1.Hash]*LazyLayer{}
+	for _, ll := range li.Layers {
+		if ll.gz != nil && byDigest[ll.Digest] == nil {
+			byDigest[ll.Digest] = ll
+		}
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(prefetchAhead)
+	var cur *LazyLayer
+	var piece []remote.Range
+	var size int64
+	// The first pieces are small, so the first reads (the container's
+	// init, the command's binary) wait for little; then they double.
+	limit := int64(prefetchFirstPiece)
+	flush := func() {
+		if len(piece) > 0 {
+			ll, p := cur, piece
+			g.Go(func() error { return ll.gz.PrefetchRanges(gctx, p) })
+		}
+		piece, size = nil, 0
+	}
+	for _, r := range rs {
+		ll := byDigest[r.Layer]
+		if ll == nil {
+			continue
+		}
+		if ll != cur || size+r.Length > limit {
+			if len(piece) > 0 {
+				limit = min(2*limit, prefetchPiece)
+			}
+			flush()
+			cur = ll
+		}
+		piece = append(piece, remote.Range{Off: r.Offset, N: r.Length})
+		size += r.Length
+	}
+	flush()
+	return g.Wait()
 }
 
 // WaitPrefetch waits for the prefetch started at open and returns its
@@ -685,23 +863,63 @@ func (li *LazyImage) WaitPrefetch() error {
 // prefetches.
 func (li *LazyImage) Learned() []string { return li.learned }
 
+// Background fetch pacing: it fetches backgroundBatch bytes at a time,
+// each only once no read has been in flight for backgroundQuiet, so that
+// the command's reads never queue behind more than one batch.
+const (
+	backgroundBatch = 1 << 20
+	backgroundQuiet = 50 * time.Millisecond
+)
+
+// waitQuiet returns once no read (nor the prefetch at open) has been in
+// flight for backgroundQuiet.
+func (li *LazyImage) waitQuiet(ctx context.Context) error {
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		idle := time.Since(time.Unix(0, li.lastRead.Load()))
+		if li.reading.Load() == 0 && idle >= backgroundQuiet {
+			return nil
+		}
+		wait := backgroundQuiet - idle
+		if wait < 5*time.Millisecond {
+			wait = 5 * time.Millisecond
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
 // StartBackground fetches the rest of the lazy layers into the cache, one
-// layer at a time, until done or Close. A failure is kept for
+// layer at a time, after the prefetch at open and at low priority: a
+// batch at a time, each waiting until the command has had no read in
+// flight for a moment. It runs until done or Close. A failure is kept for
 // WaitBackground; reads are unaffected.
 func (li *LazyImage) StartBackground() {
 	li.bg.Add(1)
 	go func() {
 		defer li.bg.Done()
+		select {
+		case <-li.prefetched:
+		case <-li.ctx.Done():
+			return
+		}
 		for _, ll := range li.Layers {
 			var err error
 			switch {
 			case ll.gz != nil:
-				err = ll.gz.PrefetchAll(li.ctx)
+				err = ll.gz.PrefetchAllPaced(li.ctx, backgroundBatch, li.waitQuiet)
 				if err == nil && !ll.Verified() {
 					err = li.verifyIndexed(ll)
 				}
 			case ll.es != nil:
-				err = ll.es.PrefetchAll(li.ctx)
+				err = ll.es.PrefetchAllPaced(li.ctx, backgroundBatch, li.waitQuiet)
 			}
 			if li.ctx.Err() != nil {
 				return
@@ -813,89 +1031,4 @@ func regularByOffset(ix *layers.Index) []int {
 	}
 	sort.SliceStable(out, func(a, b int) bool { return ix.Entries[out[a]].Offset < ix.Entries[out[b]].Offset })
 	return out
-}
-
-// Bounds of the record of one run: the files a start reads, not all a
-// long-lived container does.
-const (
-	maxLearnedFiles = 4096
-	maxLearnedBytes = 256 << 20
-)
-
-// record notes the file of layer ll holding offset off, the first time it
-// is read.
-func (li *LazyImage) record(layer int, ll *LazyLayer, off int64) {
-	ents := ll.Index.Entries
-	i := sort.Search(len(ll.files), func(i int) bool {
-		e := &ents[ll.files[i]]
-		return e.Offset+e.Size > off
-	})
-	if i == len(ll.files) || ents[ll.files[i]].Offset > off {
-		return
-	}
-	key := [2]int{layer, ll.files[i]}
-	li.recMu.Lock()
-	defer li.recMu.Unlock()
-	if li.recSeen[key] || len(li.recFiles) >= maxLearnedFiles || li.recBytes >= maxLearnedBytes {
-		return
-	}
-	li.recSeen[key] = true
-	e := &ents[ll.files[i]]
-	li.recFiles = append(li.recFiles, e.Path)
-	li.recBytes += e.Size
-}
-
-// Recorded returns the files read so far, in the order of their first read.
-func (li *LazyImage) Recorded() []string {
-	li.recMu.Lock()
-	defer li.recMu.Unlock()
-	return append([]string(nil), li.recFiles...)
-}
-
-// learnedPath is lazy/learned/<manifest-hex>: the files the lazy runs of
-// an image read, one path per line, in order of first read.
-func (s *Store) learnedPath(md v1.Hash) string {
-	return filepath.Join(s.root, "lazy", "learned", md.Hex)
-}
-
-func (s *Store) readLearned(md v1.Hash) []string {
-	b, err := os.ReadFile(s.learnedPath(md))
-	if err != nil {
-		return nil
-	}
-	var out []string
-	for _, l := range strings.Split(string(b), "\n") {
-		if l != "" {
-			out = append(out, l)
-		}
-	}
-	return out
-}
-
-// saveLearned merges this run's reads after the earlier runs' (new files at
-// the end) and writes the list if it grew.
-func (li *LazyImage) saveLearned() error {
-	if !li.recording {
-		return nil
-	}
-	files := li.Recorded()
-	seen := map[string]bool{}
-	out := make([]string, 0, len(li.learned)+len(files))
-	for _, f := range append(append([]string(nil), li.learned...), files...) {
-		if !seen[f] && !strings.Contains(f, "\n") && len(out) < maxLearnedFiles {
-			seen[f] = true
-			out = append(out, f)
-		}
-	}
-	if len(out) == len(li.learned) {
-		return nil
-	}
-	p := li.s.learnedPath(li.Image.ManifestDigest)
-	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-		return fmt.Errorf("recording the files %s read: %w", li.Image.Name, err)
-	}
-	if err := li.s.writeFileAtomic(p, []byte(strings.Join(out, "\n")+"\n")); err != nil {
-		return fmt.Errorf("recording the files %s read: %w", li.Image.Name, err)
-	}
-	return nil
 }

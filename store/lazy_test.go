@@ -423,6 +423,82 @@ func TestLazyFetchesLittle(t *testing.T) {
 	if st := li3.Stats(); st.BytesFetched != b3 {
 		t.Errorf("reading after the background fetch fetched %d more bytes", st.BytesFetched-b3)
 	}
+
+	// The index pushed again from store s carries what its runs read as
+	// the prefetch list: a first run in a fourth store, with an empty
+	// cache, fetches it at open, and its reads then fetch nothing.
+	res, err := s.PushIndex(context.Background(), ref, IndexPushOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.PrefetchRanges == 0 || res.PrefetchBytes < learnBlock {
+		t.Fatalf("index pushed from a store with learned runs has no prefetch list: %+v", res)
+	}
+	s4 := openTemp(t)
+	li4 := openLazy(t, s4, ref, LazyOptions{})
+	if err := li4.WaitPrefetch(); err != nil {
+		t.Fatal(err)
+	}
+	if li4.prefetchFrom != "index artifact" || len(li4.prefetch) != res.PrefetchRanges {
+		t.Errorf("fourth store prefetched %d ranges from %q, want %d from the index artifact", len(li4.prefetch), li4.prefetchFrom, res.PrefetchRanges)
+	}
+	pre4 := li4.Stats()
+	if got := read(li4, "opt/mid") + read(li4, "etc/small"); got != "in the middle\nhello\n" {
+		t.Fatalf("prefetched files: %q", got)
+	}
+	post4 := li4.Stats()
+	t.Logf("first run with the published prefetch list: %d bytes in %d requests at open; reads then fetched %d bytes",
+		pre4.BytesFetched, pre4.Requests, post4.BytesFetched-pre4.BytesFetched)
+	if pre4.BytesFetched == 0 || post4.BytesFetched != pre4.BytesFetched {
+		t.Errorf("with the published prefetch list: after prefetch %+v, after reads %+v", pre4, post4)
+	}
+	li4.Close()
+	// --no-prefetch leaves it out.
+	if res, err := s.PushIndex(context.Background(), ref, IndexPushOptions{NoPrefetch: true}); err != nil || res.PrefetchRanges != 0 {
+		t.Errorf("NoPrefetch push: %+v, %v", res, err)
+	}
+}
+
+// TestLearnedRanges: the blocks a run reads become ranges in the order of
+// their first read, neighbours joined; merging keeps the old ones first
+// and stays within the bounds of a record.
+func TestLearnedRanges(t *testing.T) {
+	d1 := v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("a", 64)}
+	d2 := v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("b", 64)}
+	li := &LazyImage{recSeen: map[[2]int]bool{}, recBlocks: map[block]bool{},
+		Layers: []*LazyLayer{{Layer: Layer{Digest: d1}, Index: &layers.Index{}}, {Layer: Layer{Digest: d2}, Index: &layers.Index{}}}}
+	li.record(0, li.Layers[0], 10, 100)             // block 0
+	li.record(0, li.Layers[0], learnBlock-1, 2)     // blocks 0, 1
+	li.record(1, li.Layers[1], 5*learnBlock, 1)     // layer 2 block 5
+	li.record(0, li.Layers[0], 2*learnBlock+7, 100) // block 2
+	got := li.recordedRanges()
+	want := []learnedRange{{d1, 0, 2 * learnBlock}, {d2, 5 * learnBlock, learnBlock}, {d1, 2 * learnBlock, learnBlock}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("ranges %+v, want %+v", got, want)
+	}
+	merged := mergeRanges(want[:1], []learnedRange{{d1, learnBlock, 3 * learnBlock}, {d2, 0, learnBlock}})
+	wantMerged := []learnedRange{{d1, 0, 2 * learnBlock}, {d1, 2 * learnBlock, 2 * learnBlock}, {d2, 0, learnBlock}}
+	if !slices.Equal(merged, wantMerged) {
+		t.Fatalf("merged %+v, want %+v", merged, wantMerged)
+	}
+	// Coalescing joins what lies within the gap, per layer, in the order
+	// of first reads.
+	K := int64(learnBlock)
+	got = coalesce([]learnedRange{{d1, 100 * K, K}, {d2, 0, K}, {d1, 0, K}, {d1, 2 * K, K}, {d1, 101 * K, 2 * K}, {d1, 50 * K, K}}, 2*K)
+	want = []learnedRange{{d1, 100 * K, 3 * K}, {d2, 0, K}, {d1, 0, 3 * K}, {d1, 50 * K, K}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("coalesced %+v, want %+v", got, want)
+	}
+	for _, bad := range []prefetchList{
+		{Ranges: []learnedRange{{d1, -1, 10}}},
+		{Ranges: []learnedRange{{d1, 0, 0}}},
+		{Ranges: []learnedRange{{v1.Hash{}, 0, 10}}},
+		{Ranges: []learnedRange{{d1, 0, maxLearnedBytes}, {d2, 0, 1}}},
+	} {
+		if bad.check() == nil {
+			t.Errorf("prefetch list %+v accepted", bad)
+		}
+	}
 }
 
 // TestLazyCorruptBytes: a registry that damages the layer's bytes gives
@@ -570,12 +646,14 @@ func TestLazyForgedIndex(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	blobOf := func(l Layer, x *LazyIndex) indexBlob {
+	// blobOf is the index blob and windows blob of x, claiming layer l.
+	blobOf := func(l Layer, x *LazyIndex) []indexBlob {
 		b, err := x.MarshalBinary()
 		if err != nil {
 			t.Fatal(err)
 		}
-		return indexBlob{b: b, d: contentDigest(b), layer: l.Digest}
+		w := x.windowsBlob
+		return []indexBlob{{b: b, d: contentDigest(b), layer: l.Digest}, {b: w, d: contentDigest(w), layer: l.Digest, mt: IndexWindowsMediaType}}
 	}
 	build := func(i int) *LazyIndex {
 		x, err := full.BuildLazyIndex(pimg.Layers[i])
@@ -584,7 +662,11 @@ func TestLazyForgedIndex(t *testing.T) {
 		}
 		return x
 	}
-	push := func(repo string, blobs ...indexBlob) string {
+	push := func(repo string, bs ...[]indexBlob) string {
+		var blobs []indexBlob
+		for _, b := range bs {
+			blobs = append(blobs, b...)
+		}
 		ref := testenv.Push(t, img, host, repo+":1")
 		r, err := name.ParseReference(ref, name.Insecure)
 		if err != nil {

@@ -17,6 +17,7 @@ func newIndexCmd(g *globals) *command {
 	platform := fs.String("platform", "", "choose os/arch[/variant] from a multi-arch image (default: this host's)")
 	tlsVerify := fs.Bool("tls-verify", true, "require HTTPS with a verified certificate (loopback registries may use HTTP anyway)")
 	quiet := fs.BoolP("quiet", "q", false, "print only the index artifact's digest")
+	noPrefetch := fs.Bool("no-prefetch", false, "leave out the prefetch list (what earlier `dabba run --lazy` runs of the image here read at start)")
 	return &command{
 		name:  "index",
 		usage: "push [flags] IMAGE",
@@ -26,7 +27,7 @@ func newIndexCmd(g *globals) *command {
 			if len(args) != 2 || args[0] != "push" {
 				return &exitError{code: exitUsageStatus, err: errors.New("want `dabba index push IMAGE`, e.g. dabba index push registry.example.com/app:1")}
 			}
-			opts := store.IndexPushOptions{Insecure: !*tlsVerify}
+			opts := store.IndexPushOptions{Insecure: !*tlsVerify, NoPrefetch: *noPrefetch}
 			if *platform != "" {
 				p, err := store.ParsePlatform(*platform)
 				if err != nil {
@@ -53,6 +54,12 @@ func newIndexCmd(g *globals) *command {
 				fmt.Fprintf(g.stderr, "Layer %s not indexed: %s\n", sk.Digest, sk.Reason)
 			}
 			fmt.Fprintf(g.stderr, "Indexed %d of %d layers of %s\n", len(res.Indexed), len(res.Image.Layers), res.Image.Name)
+			if res.PrefetchRanges > 0 {
+				fmt.Fprintf(g.stderr, "With a prefetch list of %d ranges (%s) that earlier lazy runs here read at start: a first lazy run elsewhere fetches them at once\n",
+					res.PrefetchRanges, store.HumanSize(res.PrefetchBytes))
+			} else if !*noPrefetch {
+				fmt.Fprintf(g.stderr, "No prefetch list: run the image's usual command once with `dabba run --lazy` from this store, then push again, so first lazy runs elsewhere fetch what it reads at once\n")
+			}
 			fmt.Fprintln(g.stdout, res.Artifact)
 			return nil
 		},

@@ -221,6 +221,20 @@ func TestRunLazy(t *testing.T) {
 			if got, want := strings.Fields(r.out), md5Hex(lazyRandomFile(7, 1<<20)); len(got) == 0 || got[0] != want {
 				t.Errorf("md5sum /opt/r7 = %q, want %s", r.out, want)
 			}
+			if tc.stargz {
+				return
+			}
+			// Published from this store, the index carries what its
+			// runs read: a first run in another store fetches that at
+			// start, and its reads then fetch nothing more.
+			_, errs, code := d.run("index", "push", ref)
+			if code != 0 || !strings.Contains(errs, "With a prefetch list of") {
+				t.Fatalf("index push after lazy runs: exit %d, stderr %q", code, errs)
+			}
+			r = newLazyUser(t).okRun("--lazy=nobackground", ref, "cat", "/etc/small")
+			if r.out != "hello\n" || !strings.Contains(r.errs, `from="index artifact"`) {
+				t.Errorf("first run with a published prefetch list: stdout %q, stderr:\n%s", r.out, r.errs)
+			}
 		})
 	}
 }

@@ -203,10 +203,10 @@ func TestIndexMarshal(t *testing.T) {
 	}
 	// Another version, with a valid checksum.
 	b := bytes.Clone(enc[:len(enc)-4])
-	b[len(magic)] = 2
+	b[len(magic)] = 9
 	b = binary.BigEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
-	if err := new(Index).UnmarshalBinary(b); !errors.Is(err, ErrIndex) || !strings.Contains(err.Error(), "version 2") {
-		t.Fatalf("version 2: %v", err)
+	if err := new(Index).UnmarshalBinary(b); !errors.Is(err, ErrIndex) || !strings.Contains(err.Error(), "version 9") {
+		t.Fatalf("version 9: %v", err)
 	}
 	if _, err := ix.NewReaderAt(bytes.NewReader(gz), int64(len(gz))-1); !errors.Is(err, ErrIndex) {
 		t.Fatalf("size mismatch: %v", err)

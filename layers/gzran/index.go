@@ -8,6 +8,7 @@ import (
 	"fmt"
 	kflate "github.com/klauspost/compress/flate"
 	"io"
+	"slices"
 	"sort"
 )
 
@@ -40,6 +41,77 @@ type Index struct {
 	usize  int64 // uncompressed size of the whole stream
 	points []point
 	marks  []mark // block boundaries without windows, to end spans early
+
+	// detached: the windows are not in points; windowFn supplies them
+	// (nil: a read that needs one fails with ErrNoWindow).
+	detached bool
+	windowFn WindowFunc
+}
+
+// WindowFunc returns the stored window of checkpoint i of a detached
+// index: exactly the bytes Windows()[i] of the index it was detached from.
+// The caller is responsible for their integrity (a digest per window, say);
+// the Reader checks only that they inflate to the recorded length.
+type WindowFunc func(i int) ([]byte, error)
+
+// ErrNoWindow reports a read of a detached index without a WindowFunc.
+var ErrNoWindow = errors.New("gzran: index has no windows")
+
+// Windows returns every checkpoint's stored window (its 32 KiB of history,
+// raw-DEFLATE compressed), in checkpoint order: what Detach leaves out. It
+// returns nil for a detached index. The slices alias the index; do not
+// modify them.
+func (ix *Index) Windows() [][]byte {
+	if ix.detached {
+		return nil
+	}
+	out := make([][]byte, len(ix.points))
+	for i := range ix.points {
+		out[i] = ix.points[i].win
+	}
+	return out
+}
+
+// Detach returns a copy of ix without its windows, which are most of an
+// index's size: it marshals without them (a few bytes per checkpoint), and
+// reads through it need a WindowFunc (WithWindows). A reader of a remote
+// blob keeps the small detached index and fetches the one window a read
+// starts from.
+func (ix *Index) Detach() *Index {
+	cp := *ix
+	cp.points = make([]point, len(ix.points))
+	for i, p := range ix.points {
+		p.win = nil
+		cp.points[i] = p
+	}
+	cp.detached = true
+	cp.windowFn = nil
+	return &cp
+}
+
+// Detached reports whether the index was made by Detach (or unmarshalled
+// from one).
+func (ix *Index) Detached() bool { return ix.detached }
+
+// WithWindows returns a copy of the detached index ix whose Readers get
+// checkpoint windows from fn. It panics if ix is not detached.
+func (ix *Index) WithWindows(fn WindowFunc) *Index {
+	if !ix.detached {
+		panic("gzran: WithWindows on an index that has its windows")
+	}
+	cp := *ix
+	cp.windowFn = fn
+	return &cp
+}
+
+// CheckpointAt returns the number of the checkpoint a read at uncompressed
+// offset off inflates from (the last one at or before off), or -1 when off
+// is outside the stream.
+func (ix *Index) CheckpointAt(off int64) int {
+	if off < 0 || off >= ix.usize || len(ix.points) == 0 {
+		return -1
+	}
+	return ix.locate(off)
 }
 
 // mark is a block boundary recorded only to bound CompressedSpan: one is
@@ -139,6 +211,16 @@ type builder struct {
 	marks  []mark
 	fw     *kflate.Writer
 	buf    bytes.Buffer
+
+	// want are offsets (ascending) that get a checkpoint at the last
+	// block boundary at or before them; prev is that boundary's state,
+	// kept at every boundary while offsets remain.
+	want []int64
+	prev struct {
+		ok       bool
+		bit, out int64
+		win      []byte
+	}
 }
 
 func (b *builder) lastMark() int64 {
@@ -149,13 +231,48 @@ func (b *builder) lastMark() int64 {
 }
 
 func (b *builder) onBlock(d *decoder) error {
+	if len(b.want) > 0 {
+		if err := b.wanted(d); err != nil {
+			return err
+		}
+	}
 	if n := len(b.points); n > 0 && d.out-b.points[n-1].out < b.span {
 		if d.out-max(b.points[n-1].out, b.lastMark()) >= markGap(b.span) {
 			b.marks = append(b.marks, mark{bit: d.bitPos(), out: d.out})
 		}
 		return nil
 	}
+	return b.record(d.bitPos(), d.out, d.buf[d.wpos-int(min(d.memberOut, windowSize)):d.wpos])
+}
+
+// wanted records the previous block boundary as a checkpoint when the
+// block that ends here holds a wanted offset, and keeps this boundary's
+// state for the next block.
+func (b *builder) wanted(d *decoder) error {
+	for len(b.want) > 0 && b.want[0] < d.out {
+		if b.prev.ok && b.prev.out <= b.want[0] {
+			if n := len(b.points); n == 0 || b.points[n-1].out < b.prev.out {
+				if err := b.record(b.prev.bit, b.prev.out, b.prev.win); err != nil {
+					return err
+				}
+			}
+		}
+		b.want = b.want[1:]
+	}
+	if len(b.want) == 0 {
+		b.prev.ok, b.prev.win = false, nil
+		return nil
+	}
 	w := int(min(d.memberOut, windowSize))
+	b.prev.ok, b.prev.bit, b.prev.out = true, d.bitPos(), d.out
+	b.prev.win = append(b.prev.win[:0], d.buf[d.wpos-w:d.wpos]...)
+	return nil
+}
+
+// record appends a checkpoint at compressed bit bit and output offset out,
+// whose window (history) is win.
+func (b *builder) record(bit, out int64, win []byte) error {
+	w := len(win)
 	b.buf.Reset()
 	// klauspost's level 6 packs windows within 2% of compress/flate's
 	// default level at a fraction of its CPU time.
@@ -164,15 +281,15 @@ func (b *builder) onBlock(d *decoder) error {
 	} else {
 		b.fw.Reset(&b.buf)
 	}
-	if _, err := b.fw.Write(d.buf[d.wpos-w : d.wpos]); err != nil {
+	if _, err := b.fw.Write(win); err != nil {
 		return fmt.Errorf("compressing checkpoint window: %w", err)
 	}
 	if err := b.fw.Close(); err != nil {
 		return fmt.Errorf("compressing checkpoint window: %w", err)
 	}
 	b.points = append(b.points, point{
-		bit:  d.bitPos(),
-		out:  d.out,
+		bit:  bit,
+		out:  out,
 		wlen: w,
 		win:  bytes.Clone(b.buf.Bytes()),
 	})
@@ -267,16 +384,41 @@ func (x *Indexer) Index() (*Index, error) {
 // BuildIndex reads the whole gzip stream r and returns its index, discarding
 // the decompressed bytes.
 func BuildIndex(r io.Reader, span int64) (*Index, error) {
+	return BuildIndexAt(r, span, nil)
+}
+
+// BuildIndexAt is BuildIndex with a checkpoint also at the last block
+// boundary at or before each uncompressed offset in at: a read known in
+// advance to start there (a file a command reads at start) then inflates
+// less than a block before it instead of up to span bytes. Offsets need
+// not be sorted; it costs one 32 KiB copy per block while offsets remain.
+func BuildIndexAt(r io.Reader, span int64, at []int64) (*Index, error) {
 	x := NewIndexer(r, span)
+	if len(at) > 0 {
+		want := slices.Clone(at)
+		slices.Sort(want)
+		x.b.want = slices.Compact(want)
+	}
 	if _, err := x.WriteTo(io.Discard); err != nil {
 		return nil, err
 	}
 	return x.Index()
 }
 
-// window inflates checkpoint p's saved history into dst.
-func (ix *Index) window(p *point, dst []byte) error {
-	fr := flate.NewReader(bytes.NewReader(p.win))
+// window inflates checkpoint k's saved history into dst.
+func (ix *Index) window(k int, dst []byte) error {
+	p := &ix.points[k]
+	win := p.win
+	if ix.detached {
+		if ix.windowFn == nil {
+			return fmt.Errorf("%w: the window of checkpoint %d (uncompressed offset %d) is needed; give the index a WindowFunc", ErrNoWindow, k, p.out)
+		}
+		var err error
+		if win, err = ix.windowFn(k); err != nil {
+			return fmt.Errorf("window of checkpoint %d (uncompressed offset %d): %w", k, p.out, err)
+		}
+	}
+	fr := flate.NewReader(bytes.NewReader(win))
 	defer fr.Close()
 	if _, err := io.ReadFull(fr, dst[:p.wlen]); err != nil {
 		return fmt.Errorf("%w: window of checkpoint at uncompressed offset %d: %v; rebuild the index", ErrIndex, p.out, err)

@@ -26,11 +26,15 @@ import (
 //	  dout              uncompressed offset, minus the previous mark's
 //	crc        4 bytes  CRC-32C (Castagnoli) of everything before it, big-endian
 //
+// Version 2 is a detached index (Index.Detach): the same, except that each
+// checkpoint has no clen and no win (wlen stays).
+//
 // The encoding of an Index is a function of its contents alone, so the same
 // index always serializes to the same bytes.
 const (
-	magic         = "GZRANIX"
-	formatVersion = 1
+	magic           = "GZRANIX"
+	formatVersion   = 1
+	detachedVersion = 2
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -44,7 +48,11 @@ func (ix *Index) MarshalBinary() ([]byte, error) {
 	size += (1 + 2*len(ix.marks)) * binary.MaxVarintLen64
 	b := make([]byte, 0, size)
 	b = append(b, magic...)
-	b = append(b, formatVersion)
+	if ix.detached {
+		b = append(b, detachedVersion)
+	} else {
+		b = append(b, formatVersion)
+	}
 	b = binary.AppendUvarint(b, uint64(ix.span))
 	b = binary.AppendUvarint(b, uint64(ix.csize))
 	b = binary.AppendUvarint(b, uint64(ix.usize))
@@ -54,8 +62,10 @@ func (ix *Index) MarshalBinary() ([]byte, error) {
 		b = binary.AppendUvarint(b, uint64(p.bit-bit))
 		b = binary.AppendUvarint(b, uint64(p.out-out))
 		b = binary.AppendUvarint(b, uint64(p.wlen))
-		b = binary.AppendUvarint(b, uint64(len(p.win)))
-		b = append(b, p.win...)
+		if !ix.detached {
+			b = binary.AppendUvarint(b, uint64(len(p.win)))
+			b = append(b, p.win...)
+		}
 		bit, out = p.bit, p.out
 	}
 	b = binary.AppendUvarint(b, uint64(len(ix.marks)))
@@ -78,9 +88,11 @@ func (ix *Index) UnmarshalBinary(data []byte) error {
 	if len(data) < len(magic)+1+4 || string(data[:len(magic)]) != magic {
 		return bad("not a gzran index (bad magic)")
 	}
-	if v := data[len(magic)]; v != formatVersion {
-		return bad("format version %d, this build reads version %d", v, formatVersion)
+	v := data[len(magic)]
+	if v != formatVersion && v != detachedVersion {
+		return bad("format version %d, this build reads versions %d and %d", v, formatVersion, detachedVersion)
 	}
+	detached := v == detachedVersion
 	body := data[:len(data)-4]
 	if got, want := crc32.Checksum(body, castagnoli), binary.BigEndian.Uint32(data[len(data)-4:]); got != want {
 		return bad("checksum mismatch (stored %08x, computed %08x): the index file is corrupt or truncated", want, got)
@@ -111,9 +123,13 @@ func (ix *Index) UnmarshalBinary(data []byte) error {
 	}
 	points := make([]point, 0, count)
 	var bit, out int64
+	nf := 4
+	if detached {
+		nf = 3
+	}
 	for i := int64(0); i < count; i++ {
 		var f [4]int64
-		for j := range f {
+		for j := range f[:nf] {
 			v, err := next()
 			if err != nil {
 				return err
@@ -164,8 +180,12 @@ func (ix *Index) UnmarshalBinary(data []byte) error {
 	}
 	// Own the windows rather than alias the caller's buffer.
 	for i := range points {
-		points[i].win = append([]byte(nil), points[i].win...)
+		if detached {
+			points[i].win = nil
+		} else {
+			points[i].win = append([]byte(nil), points[i].win...)
+		}
 	}
-	*ix = Index{span: span, csize: csize, usize: usize, points: points, marks: marks}
+	*ix = Index{span: span, csize: csize, usize: usize, points: points, marks: marks, detached: detached}
 	return nil
 }

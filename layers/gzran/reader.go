@@ -122,7 +122,7 @@ func (r *Reader) get(off, limit int64) (*decoder, error) {
 	if d == nil {
 		d = newDecoder()
 	}
-	if err := r.resume(d, ck, limit); err != nil {
+	if err := r.resume(d, k, limit); err != nil {
 		return nil, err
 	}
 	return d, nil
@@ -138,8 +138,9 @@ func (r *Reader) put(d *decoder) {
 }
 
 // resume positions d at checkpoint ck.
-func (r *Reader) resume(d *decoder, ck *point, limit int64) error {
-	if err := r.ix.window(ck, d.buf); err != nil {
+func (r *Reader) resume(d *decoder, k int, limit int64) error {
+	ck := &r.ix.points[k]
+	if err := r.ix.window(k, d.buf); err != nil {
 		return err
 	}
 	start := ck.bit / 8

@@ -16,6 +16,7 @@ import (
 
 	"github.com/containerd/stargz-snapshotter/estargz"
 	"github.com/klauspost/compress/gzip"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/dabba/dabba/layers"
 )
@@ -515,32 +516,80 @@ func (e *EStargz) Prefetch(ctx context.Context) error {
 // PrefetchAll fetches every chunk of the layer into the cache (background
 // fetch).
 func (e *EStargz) PrefetchAll(ctx context.Context) error {
+	return e.PrefetchAllPaced(ctx, 0, nil)
+}
+
+// PrefetchAllPaced is PrefetchAll in batches of about batch bytes (16 MiB
+// when 0), calling wait (when not nil) before each, which may block to
+// give way to reads.
+func (e *EStargz) PrefetchAllPaced(ctx context.Context, batch int64, wait func(context.Context) error) error {
 	var ps []piece
 	for i := range e.files {
 		for _, c := range e.files[i].chunks {
 			ps = append(ps, e.chunkPiece(&e.files[i], c))
 		}
 	}
-	return e.getBatched(ctx, ps)
+	return e.getBatchedPaced(ctx, ps, batch, wait)
 }
 
+// fetchFiles fetches the chunks of the files at paths, in the order given
+// (the landmark files are in the order a command read them): batches of
+// about 1 MiB, a few in flight at a time, so that the first files arrive
+// first and a read waiting for them does not wait for the rest.
 func (e *EStargz) fetchFiles(ctx context.Context, paths []string) error {
+	const (
+		firstBatch = 64 << 10 // the first files wait for little; then it doubles
+		maxBatch   = 1 << 20
+		ahead      = 3
+	)
+	batch := int64(firstBatch)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(ahead)
 	var ps []piece
+	var size int64
+	flush := func() {
+		if len(ps) > 0 {
+			b := ps
+			ps, size = nil, 0
+			g.Go(func() error {
+				_, err := e.v.get(gctx, b)
+				return err
+			})
+		}
+	}
 	for _, p := range paths {
 		if i, ok := e.byPath[p]; ok {
 			for _, c := range e.files[i].chunks {
-				ps = append(ps, e.chunkPiece(&e.files[i], c))
+				pc := e.chunkPiece(&e.files[i], c)
+				ps = append(ps, pc)
+				size += pc.end - pc.start
 			}
 		}
+		if size >= batch {
+			flush()
+			batch = min(2*batch, maxBatch)
+		}
 	}
-	return e.getBatched(ctx, ps)
+	flush()
+	return g.Wait()
 }
 
 // getBatched fetches pieces a few MiB at a time, so that a whole layer's
 // worth is never held in memory at once.
 func (e *EStargz) getBatched(ctx context.Context, ps []piece) error {
-	const batch = 16 << 20
+	return e.getBatchedPaced(ctx, ps, 0, nil)
+}
+
+func (e *EStargz) getBatchedPaced(ctx context.Context, ps []piece, batch int64, wait func(context.Context) error) error {
+	if batch <= 0 {
+		batch = 16 << 20
+	}
 	for len(ps) > 0 {
+		if wait != nil {
+			if err := wait(ctx); err != nil {
+				return err
+			}
+		}
 		var n int
 		var sz int64
 		for n < len(ps) && (n == 0 || sz < batch) {

@@ -9,18 +9,19 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"slices"
 	"sort"
 
 	"github.com/dabba/dabba/layers/gzran"
 )
 
-// MaxSpanSize caps the compressed bytes of one Span. Checkpoint spans of
-// gzran's default 4 MiB of output are about 1-2 MiB compressed; verifying
-// them whole would make a cold read of a small file fetch the whole
-// checkpoint span. Cut into pieces of at most 256 KiB, a read fetches at
-// most 256 KiB beyond what gzran.Index.CompressedSpan names, for 32 bytes
-// of digest per 256 KiB (0.01%) in the index.
-const MaxSpanSize = 256 << 10
+// MaxSpanSize caps the compressed bytes of one Span. A read fetches whole
+// spans (it can only verify whole ones), so it fetches up to a span beyond
+// the end of what gzran.Index.CompressedSpan names: cut into pieces of at
+// most 64 KiB, on average 32 KiB, for 32 bytes of digest per 64 KiB
+// (0.05%) in the index. (Ends of reads known in advance get spans of their
+// own: BuildSpansCut.)
+const MaxSpanSize = 64 << 10
 
 // Span is a range [Start, End) of a compressed blob and the SHA-256 of its
 // bytes.
@@ -34,13 +35,26 @@ type Span struct {
 // digests each. The spans cover the whole blob, in order. gz must be the
 // index of this blob.
 func BuildSpans(blob io.ReaderAt, size int64, gz *gzran.Index) ([]Span, error) {
+	return BuildSpansCut(blob, size, gz, nil)
+}
+
+// BuildSpansCut is BuildSpans with spans also ending at each compressed
+// offset in cuts: where a read known in advance ends (gzran's
+// CompressedSpan of a prefetch range), so that fetching it verified takes
+// no bytes beyond its end.
+func BuildSpansCut(blob io.ReaderAt, size int64, gz *gzran.Index, cuts []int64) ([]Span, error) {
 	if gz.CompressedSize() != size {
 		return nil, fmt.Errorf("%w: index is for a %d-byte blob, blob has %d bytes", gzran.ErrIndex, gz.CompressedSize(), size)
 	}
-	bounds := []int64{0}
+	all := slices.Clone(cuts)
 	for _, c := range gz.Checkpoints() {
-		if c.CompressedOffset > bounds[len(bounds)-1] && c.CompressedOffset < size {
-			bounds = append(bounds, c.CompressedOffset)
+		all = append(all, c.CompressedOffset)
+	}
+	slices.Sort(all)
+	bounds := []int64{0}
+	for _, c := range all {
+		if c > bounds[len(bounds)-1] && c < size {
+			bounds = append(bounds, c)
 		}
 	}
 	bounds = append(bounds, size)
@@ -179,4 +193,26 @@ func (s *SpanIndex) UnmarshalBinary(data []byte) error {
 
 func logCacheError(err error) {
 	slog.Warn("chunk cache not written", "stage", "fetch", "err", err)
+}
+
+// BuildWindows lays the windows of gz (gzran.Index.Windows, each the
+// checkpoint's 32 KiB of history, compressed) out as one blob, one span per
+// checkpoint with its digest: the windows blob a Windows reads for a
+// detached copy of gz (gz.Detach()). gz must have its windows.
+func BuildWindows(gz *gzran.Index) ([]byte, *SpanIndex, error) {
+	if gz.Detached() {
+		return nil, nil, fmt.Errorf("%w: the gzip index has no windows to lay out", ErrSpanIndex)
+	}
+	var blob []byte
+	idx := &SpanIndex{}
+	for i, w := range gz.Windows() {
+		if len(w) == 0 {
+			return nil, nil, fmt.Errorf("%w: window of checkpoint %d is empty", ErrSpanIndex, i)
+		}
+		start := int64(len(blob))
+		blob = append(blob, w...)
+		idx.Spans = append(idx.Spans, Span{Start: start, End: int64(len(blob)), Digest: sha256.Sum256(w)})
+	}
+	idx.Size = int64(len(blob))
+	return blob, idx, nil
 }
