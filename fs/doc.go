@@ -50,6 +50,24 @@
 // the compressed blob, ranges fetched from a registry) satisfy the same
 // interface.
 //
+// Blobs (OpenBlobs) reads gzip blobs in place through their gzran
+// checkpoints, keeping the last few inflated spans (the bytes between two
+// checkpoints) in memory. With Blob.SpanDir set (dabba sets it to the
+// store's inflated/<layer>/), a span inflated once is also written there,
+// whole, with a CRC-32C per 64 KiB, and every later mount of the layer
+// preads it instead of inflating again: a container reads what an earlier
+// one read at the speed of a file in the page cache. Only spans that were
+// read are kept; a damaged copy is dropped and inflated again. Measured on
+// the bench's Debian minbase (1 layer, 116 MB of tar in 4 MiB spans; a
+// container of `dabba run --rootfs fuse`, the machine otherwise busy):
+// `tar -cf - /usr | wc -c` took 1.0 s in the first container and 0.72 s
+// in the next ones; the kernel overlayfs rootfs over the extracted layer
+// 0.22 s. What remains is FUSE itself on a fresh mount: the same tar over
+// a fresh dabba-fs mount of the decompressed tar (TarFiles, no inflating)
+// takes 0.5-0.7 s, and 0.16 s once the mount's page cache is warm. Each
+// container has a mount of its own (it lives exactly as long as the
+// container), so each starts with cold kernel caches.
+//
 // # Measurements
 //
 // BenchmarkAlpine (Alpine minirootfs, 518 names, 8 MB; 2 shared cores):

@@ -2,12 +2,14 @@ package fs
 
 import (
 	"container/list"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sort"
 	"sync"
 	"time"
@@ -37,6 +39,13 @@ type Blob struct {
 	// tar, checked when the blob is decompressed at open.
 	Index  *layers.Index
 	DiffID string
+	// SpanDir, when not empty, is a directory where the inflated spans of
+	// a gzip blob (the bytes between two checkpoints) are kept once
+	// inflated, for every later mount of the same layer: a container
+	// then reads what an earlier one read at the speed of a file in the
+	// page cache instead of inflating it again. Shared by the mounts of
+	// one store; created when needed.
+	SpanDir string
 }
 
 // Blobs is a LayerReader over an image's layer blobs, without extracting
@@ -133,7 +142,9 @@ func openBlob(tmpDir string, i int, bl Blob) (blobLayer, bool, error) {
 		f.Close()
 		return blobLayer{}, false, fmt.Errorf("layer %s: %w", name, err)
 	}
-	return blobLayer{name: name, r: newSpanCache(gz, bl.Checkpoints, spanCacheBudget), size: gz.Size(), c: f}, false, nil
+	sc := newSpanCache(gz, bl.Checkpoints, spanCacheBudget)
+	sc.dir, sc.name = bl.SpanDir, name
+	return blobLayer{name: name, r: sc, size: gz.Size(), c: sc.closer(f)}, false, nil
 }
 
 // ReadAt implements LayerReader.
@@ -255,6 +266,10 @@ type spanCache struct {
 	gz     *gzran.Reader
 	starts []int64 // uncompressed offset of each span, then the end
 	budget int64
+	dir    string // on-disk copies of whole spans ("" for none)
+	name   string // of the layer, for logs
+	writes sync.WaitGroup
+	open   map[int]*checkedBlob // span files open, guarded by mu
 
 	mu    sync.Mutex
 	spans map[int]*list.Element // of *spanBuf, most recent at the front
@@ -278,7 +293,16 @@ func newSpanCache(gz *gzran.Reader, ix *gzran.Index, budget int64) *spanCache {
 	if gz.Size() > starts[len(starts)-1] {
 		starts = append(starts, gz.Size())
 	}
-	return &spanCache{gz: gz, starts: starts, budget: budget, spans: map[int]*list.Element{}}
+	return &spanCache{gz: gz, starts: starts, budget: budget, spans: map[int]*list.Element{}, open: map[int]*checkedBlob{}}
+}
+
+// inMemory reports whether span k is held in memory (inflated by this
+// mount, its copy on disk maybe not written yet).
+func (c *spanCache) inMemory(k int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.spans[k]
+	return ok
 }
 
 // span returns the buffer of span k, making room for it.
@@ -303,6 +327,166 @@ func (c *spanCache) span(k int) *spanBuf {
 	return b
 }
 
+// Spans on disk: DIR/<start>-<length>, the inflated bytes, then the
+// CRC-32C (Castagnoli) of each spanChunk of them, then the CRC-32C of that
+// table (all big-endian). Reads pread the bytes they need and check the
+// chunks they touch, as reads of blobs do. The name ties a file to the
+// span's place in the tar, so an index rebuilt with other checkpoints never
+// reads a stale one.
+const (
+	spanChunk    = 64 << 10
+	maxOpenSpans = 64 // span files a layer keeps open
+)
+
+func (c *spanCache) spanPath(k int) string {
+	return filepath.Join(c.dir, fmt.Sprintf("%d-%d", c.starts[k], c.starts[k+1]-c.starts[k]))
+}
+
+// diskSpan returns span k's file on disk, opened and its checksum table
+// checked, or nil when there is none (a damaged one is removed).
+func (c *spanCache) diskSpan(k int) *checkedBlob {
+	c.mu.Lock()
+	if f, ok := c.open[k]; ok {
+		c.mu.Unlock()
+		return f
+	}
+	c.mu.Unlock()
+	size := c.starts[k+1] - c.starts[k]
+	path := c.spanPath(k)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	nsums := (size + spanChunk - 1) / spanChunk
+	tab := make([]byte, 4*nsums+4)
+	fi, err := f.Stat()
+	if err == nil && fi.Size() != size+int64(len(tab)) {
+		err = fmt.Errorf("%d bytes, want %d", fi.Size(), size+int64(len(tab)))
+	}
+	if err == nil {
+		_, err = f.ReadAt(tab, size)
+	}
+	if err == nil && crc32.Checksum(tab[:4*nsums], castagnoli) != binary.BigEndian.Uint32(tab[4*nsums:]) {
+		err = errors.New("checksum table does not match")
+	}
+	if err != nil {
+		f.Close()
+		slog.Warn("inflated span damaged; inflating it again", "stage", "fs", "layer", c.name, "file", path, "err", err)
+		os.Remove(path)
+		return nil
+	}
+	cb := &checkedBlob{f: f, name: path, size: size, chunk: spanChunk, sums: make([]uint32, nsums)}
+	for i := range cb.sums {
+		cb.sums[i] = binary.BigEndian.Uint32(tab[4*i:])
+	}
+	cb.pool.New = func() any { b := make([]byte, 0, 3*spanChunk); return &b }
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old, ok := c.open[k]; ok { // opened meanwhile by another read
+		f.Close()
+		return old
+	}
+	if len(c.open) >= maxOpenSpans {
+		for j, old := range c.open { // any: the kernel caches the pages anyway
+			old.f.Close()
+			delete(c.open, j)
+			break
+		}
+	}
+	c.open[k] = cb
+	return cb
+}
+
+// dropDisk closes and removes span k's file cb.
+func (c *spanCache) dropDisk(k int, cb *checkedBlob) {
+	c.mu.Lock()
+	if c.open[k] == cb {
+		delete(c.open, k)
+	}
+	c.mu.Unlock()
+	cb.f.Close()
+	os.Remove(cb.name)
+}
+
+// inflateWhole fills b (span k, empty) by inflating the whole span, and
+// writes its copy for the mounts to come (in the background; Close
+// waits).
+func (c *spanCache) inflateWhole(b *spanBuf, k int) error {
+	start, stop := c.starts[k], c.starts[k+1]
+	size := stop - start
+	data := make([]byte, size)
+	n, err := c.gz.ReadAt(data, start)
+	if int64(n) < size {
+		if err == nil || err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return err
+	}
+	b.data = data
+	path := c.spanPath(k)
+	c.writes.Add(1)
+	go func() {
+		defer c.writes.Done()
+		tab := make([]byte, 0, 4*((size+spanChunk-1)/spanChunk)+4)
+		for d := data; len(d) > 0; {
+			m := min(len(d), spanChunk)
+			tab = binary.BigEndian.AppendUint32(tab, crc32.Checksum(d[:m], castagnoli))
+			d = d[m:]
+		}
+		tab = binary.BigEndian.AppendUint32(tab, crc32.Checksum(tab, castagnoli))
+		if err := writeSpan(c.dir, path, data, tab); err != nil {
+			slog.Debug("inflated span not kept", "stage", "fs", "layer", c.name, "err", err)
+		}
+	}()
+	return nil
+}
+
+// writeSpan writes the parts to path atomically (a reader sees all of it
+// or nothing).
+func writeSpan(dir, path string, parts ...[]byte) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".tmp-*")
+	if err != nil {
+		return err
+	}
+	for _, b := range parts {
+		if err == nil {
+			_, err = f.Write(b)
+		}
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+	}
+	return err
+}
+
+// closer closes f after the span writes still running, and the span
+// files.
+func (c *spanCache) closer(f io.Closer) io.Closer {
+	return closerFunc(func() error {
+		c.writes.Wait()
+		c.mu.Lock()
+		for k, cb := range c.open {
+			cb.f.Close()
+			delete(c.open, k)
+		}
+		c.mu.Unlock()
+		return f.Close()
+	})
+}
+
+type closerFunc func() error
+
+func (f closerFunc) Close() error { return f() }
+
 // ReadAt implements io.ReaderAt.
 func (c *spanCache) ReadAt(p []byte, off int64) (int, error) {
 	end := c.starts[len(c.starts)-1]
@@ -324,9 +508,29 @@ func (c *spanCache) ReadAt(p []byte, off int64) (int, error) {
 			p, off = p[n:], off+int64(n)
 			continue
 		}
+		if c.dir != "" && !c.inMemory(k) {
+			if cb := c.diskSpan(k); cb != nil {
+				want := p[:min(int64(len(p)), stop-off)]
+				n, err := cb.ReadAt(want, off-start)
+				if n == len(want) {
+					p, off, total = p[n:], off+int64(n), total+n
+					continue
+				}
+				// A damaged or vanished copy is only a cache: drop it
+				// and inflate the span from the blob again.
+				slog.Warn("inflated span unreadable; inflating it again", "stage", "fs", "layer", c.name, "file", cb.name, "err", err)
+				c.dropDisk(k, cb)
+			}
+		}
 		b := c.span(k)
 		b.mu.Lock()
 		need := min(off+int64(len(p)), stop) - start
+		if b.data == nil && c.dir != "" {
+			if err := c.inflateWhole(b, k); err != nil {
+				b.mu.Unlock()
+				return total, err
+			}
+		}
 		if have := int64(len(b.data)); have < need {
 			want := min(max(need, have+spanGrow), stop-start)
 			if b.data == nil {

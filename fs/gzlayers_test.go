@@ -165,3 +165,65 @@ func TestSpanCache(t *testing.T) {
 		}
 	}
 }
+
+// TestSpanDir: with a span directory, a span read once is kept on disk;
+// a second open of the layer reads it from there without inflating (the
+// compressed blob is then not read at all), a damaged copy is replaced,
+// and nothing half-written is left behind.
+func TestSpanDir(t *testing.T) {
+	tarb, gz, ix, ck := blobFixture(t)
+	dir := t.TempDir()
+	spans := filepath.Join(dir, "spans")
+	blob := filepath.Join(dir, "gz")
+	if err := os.WriteFile(blob, gz, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bl := Blob{Name: "gzip", Path: blob, ChunkSums: chunkSums(gz, 64<<10), ChunkSize: 64 << 10, Checkpoints: ck, Index: ix, SpanDir: spans}
+	readAll := func() {
+		t.Helper()
+		b, err := OpenBlobs(dir, []Blob{bl})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for off := int64(0); off < int64(len(tarb)); off += 50 << 10 {
+			p := make([]byte, min(50<<10, int64(len(tarb))-off))
+			if _, err := b.ReadAt(0, p, off); err != nil || !bytes.Equal(p, tarb[off:off+int64(len(p))]) {
+				t.Fatalf("%d bytes at %d: %v", len(p), off, err)
+			}
+		}
+		if err := b.Close(); err != nil { // waits for the span writes
+			t.Fatal(err)
+		}
+	}
+	readAll()
+	files, _ := filepath.Glob(filepath.Join(spans, "*"))
+	if len(files) < 3 {
+		t.Fatalf("%d span files: %q", len(files), files)
+	}
+	for _, f := range files {
+		if strings.HasPrefix(filepath.Base(f), ".tmp-") {
+			t.Fatalf("temporary file left: %s", f)
+		}
+	}
+
+	// The blob damaged past its gzip header: the spans on disk serve
+	// every read.
+	if err := os.WriteFile(blob, append(append([]byte(nil), gz[:16]...), make([]byte, len(gz)-16)...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	readAll()
+
+	// A damaged span file is noticed, dropped and rebuilt from the blob.
+	if err := os.WriteFile(blob, gz, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(files[1])
+	b[10] ^= 1
+	if err := os.WriteFile(files[1], b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	readAll()
+	if b2, _ := os.ReadFile(files[1]); bytes.Equal(b, b2) {
+		t.Fatal("damaged span file not replaced")
+	}
+}

@@ -43,8 +43,15 @@
 //	                       (trusted: built from verified blobs).
 //	lazy/learned/<manifest-hex>
 //	                       the files the lazy runs of that image read, one
-//	                       path a line in order of first read: the next
-//	                       lazy run prefetches them at start.
+//	                       path a line in order of first read, and beside
+//	                       it <manifest-hex>.json, the ranges of the layers
+//	                       they read (64 KiB blocks, joined): the next lazy
+//	                       run prefetches them at start, and `dabba index
+//	                       push` publishes the ranges with the index.
+//	inflated/<layer-hex>/  spans of gzip layers inflated by FUSE mounts
+//	                       (fs.Blob.SpanDir), read by later containers
+//	                       instead of inflating again; gc removes those of
+//	                       layers no image uses.
 //
 // # Atomicity and locks
 //

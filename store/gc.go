@@ -18,8 +18,10 @@ type GCStats struct {
 	Blobs     int // blobs no image refers to
 	Indexes   int // layer indexes of such blobs
 	LayerDirs int // extracted layers no image refers to (and failed extractions)
-	Partials  int // partial downloads
-	TempFiles int // temporary files of killed writers
+	// InflatedDirs are the inflated spans of such layers (InflatedDir).
+	InflatedDirs int
+	Partials     int // partial downloads
+	TempFiles    int // temporary files of killed writers
 	// Containers counts the directories of containers whose dabba died
 	// (see RemoveDeadContainers); running containers' are never touched.
 	Containers int
@@ -152,6 +154,21 @@ func (s *Store) collect(ctx context.Context, full bool) (*GCStats, error) {
 		if hexName != "" {
 			os.Remove(s.lockPath("layer-" + hexName))
 		}
+	})
+	// Inflated spans of layers no image refers to (a running FUSE mount
+	// keeps its open blob; a span it writes after this is harmless).
+	each(filepath.Join(s.root, "inflated"), func(n string) {
+		if indexes[n] {
+			return
+		}
+		p := filepath.Join(s.root, "inflated", n)
+		size := treeSize(p)
+		if err := os.RemoveAll(p); err != nil {
+			errs = append(errs, err)
+			return
+		}
+		st.InflatedDirs++
+		st.Bytes += size
 	})
 	each(s.tmpDir(), func(n string) {
 		p := filepath.Join(s.tmpDir(), n)

@@ -331,3 +331,10 @@ func shortDigest(h v1.Hash) string {
 	}
 	return s
 }
+
+// InflatedDir is where the FUSE mounts of gzip layer d keep its inflated
+// spans (fs.Blob.SpanDir), shared by every container of the store; `dabba
+// gc` removes it with the layer.
+func (s *Store) InflatedDir(d v1.Hash) string {
+	return filepath.Join(s.root, "inflated", d.Hex)
+}

@@ -83,6 +83,7 @@ func prepareFUSE(st *store.Store, img *store.Image, cdir string, maps *sandbox.I
 			Name: l.Digest.String(), Path: st.BlobPath(l.Digest),
 			ChunkSums: sums, ChunkSize: store.BlobChunkSize,
 			Index: ix, DiffID: l.DiffID.String(),
+			SpanDir: st.InflatedDir(l.Digest),
 		}
 		ck, err := st.Checkpoints(l.Digest)
 		switch {
