@@ -30,6 +30,14 @@ type Contender struct {
 	// Cold says the contender takes part in the cold scenarios (runc needs a
 	// prepared bundle and does not).
 	Cold bool
+	// Lazy says the contender reads the image through a lazy index (a
+	// dabba index, or an eStargz layer's TOC): its rows fail when the
+	// index of a gzip+index image could not be pushed, and by default it
+	// runs on the forms gzip+index and estargz rather than gzip (see
+	// harness.runsOn). Its Warm step publishes the index only in form
+	// gzip: gzip+index has its own, pushed (and optimized) before the
+	// measured runs, and eStargz needs none.
+	Lazy bool
 	// Prepare, when set, is Go code run as root before the warm scenarios
 	// (runc's bundle); Bundle then gives the bundle for a command.
 	Prepare func(ctx context.Context, h *harness, c *Contender, img *benchImage) error
@@ -78,20 +86,21 @@ func contenders() map[string]*Contender {
 			Run: cat(dabba, []string{"run", "--rm", "--network", "none", "--rootfs", "fuse", "{ref}", "{cmd}"})},
 		// In form gzip+index the harness pushes the image's lazy index
 		// (`dabba index push`) right after the image, before any measured
-		// run, so the cold rows read through it. In form gzip the image
-		// has no index during the cold rows (their layers are fetched
-		// whole, the run says so in one line); Warm then publishes it
-		// from a store of its own, removed after, so the warm runs read
-		// lazily through the index, not from a store the push filled (in
-		// gzip+index it pushes the same index again). The first /bin/true
-		// fills the chunk cache.
-		{Name: "dabba-lazy", Cold: true,
+		// run, so the cold rows read through it; in form estargz the
+		// layers carry their TOC. In form gzip the image has no index
+		// during the cold rows (their layers are fetched whole, the run
+		// says so in one line); Warm then publishes it from a store of
+		// its own, removed after, so the warm runs read lazily through
+		// the index, not from a store the push filled (Warm runs in form
+		// gzip only: see Lazy). The first /bin/true fills the chunk
+		// cache.
+		{Name: "dabba-lazy", Cold: true, Lazy: true,
 			Warm: []string{"sh", "-c", `p=$(mktemp -d) && {dabba} --root "$p" index push -q {ref} >/dev/null && rm -rf "$p"`},
 			Run:  cat(dabba, []string{"run", "--rm", "--network", "none", "--lazy", "{ref}", "{cmd}"})},
 		// --lazy=nobackground: only the bytes the command reads (and the
 		// index), without the background fetch of the rest of the image
 		// sharing the link; not in the default set.
-		{Name: "dabba-lazy-nobg", Cold: true,
+		{Name: "dabba-lazy-nobg", Cold: true, Lazy: true,
 			Warm: []string{"sh", "-c", `p=$(mktemp -d) && {dabba} --root "$p" index push -q {ref} >/dev/null && rm -rf "$p"`},
 			Run:  cat(dabba, []string{"run", "--rm", "--network", "none", "--lazy=nobackground", "{ref}", "{cmd}"})},
 		{Name: "podman", Cold: true,

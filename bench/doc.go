@@ -8,7 +8,15 @@
 // one), an emulated link (package link: tbf on a veth into a network
 // namespace for the rate, a delaying proxy for the round trip, which also
 // counts the bytes fetched) and the images (package images, cached between
-// runs). The contenders run as the unprivileged test user (rootless), each
+// runs) in their forms: plain gzip, gzip with a dabba lazy index pushed
+// beside it, and eStargz. Before the link is shaped, one unmeasured
+// learning run of each image's cold command (`dabba run
+// --lazy=nobackground` in a throwaway store) records the files it reads;
+// the gzip+index image's index is pushed again with them as its prefetch
+// list, and the eStargz form is converted with them before each layer's
+// prefetch landmark, as `ctr-remote image optimize` does. By default the
+// lazy contenders run on those two forms and the others on gzip. The
+// contenders run as the unprivileged test user (rootless), each
 // described declaratively by the command lines that pull, run and prepare
 // (contenders.go), and measured identically: wall time from exec to exit,
 // and the peak RSS of the process tree from wait4. Contenders are alternated

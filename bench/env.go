@@ -209,8 +209,12 @@ type benchImage struct {
 	*images.Image
 	repo string // repository:tag on the registry
 	// indexErr is why `dabba index push` failed for an image whose form
-	// needs the index; its dabba-lazy rows report it.
+	// needs the index (or, after the learning run, pushing it again with
+	// the learned prefetch list); its lazy contenders' rows report it.
 	indexErr error
+	// err is why the image could not be made or pushed (the estargz form
+	// is converted after the learning run); every row of it reports it.
+	err error
 }
 
 func (b *benchImage) label() string { return b.Name + "/" + b.Form }

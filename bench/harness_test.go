@@ -88,15 +88,17 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// TestHarnessLazyIndex runs the real harness on the Alpine image in form
-// gzip+index over loopback: the harness pushes the lazy index before the
-// cold rows, so cold dabba-lazy runs succeed and, without the background
-// fetch (dabba-lazy-nobg), fetch less than the image's layer: they read
-// through the index, where a layer without one is fetched whole.
-func TestHarnessLazyIndex(t *testing.T) {
+// TestHarnessLazyForms runs the real harness on the Alpine image in forms
+// gzip+index and estargz over loopback, with the in-process registry: the
+// harness pushes the lazy index, runs the learning run, pushes the index
+// again from its store and converts the estargz form with the learned
+// files prioritized, all before the cold rows; so cold lazy runs succeed
+// in both forms and, without the background fetch (dabba-lazy-nobg),
+// fetch less than the image's layer: they read through the index or the
+// eStargz TOC, where a layer with neither is fetched whole.
+func TestHarnessLazyForms(t *testing.T) {
 	u := testenv.TestUser(t)
 	testenv.AlpineTarball(t)
-	testenv.RequireCommand(t, "docker-registry", "docker-registry")
 	testenv.RequireFUSE(t)
 	dabba, _ := testenv.Binaries(t)
 	out := t.TempDir()
@@ -112,7 +114,7 @@ func TestHarnessLazyIndex(t *testing.T) {
 	if cache == "" {
 		cache = filepath.Join(work, "cache")
 	}
-	code := realMain([]string{"--profile", "loopback", "--images", "alpine", "--forms", "gzip+index",
+	code := realMain([]string{"--profile", "loopback", "--registry", "in-process", "--images", "alpine", "--forms", "gzip+index,estargz",
 		"--contenders", "dabba-lazy,dabba-lazy-nobg", "--peer", "dabba-lazy", "--scenarios", "cold-pull-to-shell", "--reps", "1",
 		"--user", u.Name, "--log-level", "warn", "--work", work, "--cache", cache, "--out", out, "--tag", "test",
 		"--dabba", dabba})
@@ -127,16 +129,31 @@ func TestHarnessLazyIndex(t *testing.T) {
 	if err := json.Unmarshal(raw, &res); err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Meta.Images) != 1 || len(res.Runs) != 2 {
-		t.Fatalf("images %+v runs %+v: want one image and two runs", res.Meta.Images, res.Runs)
+	if len(res.Meta.Images) != 2 || len(res.Runs) != 4 {
+		t.Fatalf("images %+v runs %+v: want two image forms and four runs", res.Meta.Images, res.Runs)
 	}
-	img := res.Meta.Images[0]
+	compressed := map[string]int64{}
+	for _, im := range res.Meta.Images {
+		if im.Err != "" {
+			t.Fatalf("image %s/%s: %s", im.Name, im.Form, im.Err)
+		}
+		compressed[im.Form] = im.Compressed
+	}
+	forms := map[string]int{}
 	for _, r := range res.Runs {
-		if r.Err != "" || r.Form != "gzip+index" {
-			t.Fatalf("run %+v: want a successful cold %s run in form gzip+index", r, r.Contender)
+		forms[r.Form]++
+		if r.Err != "" {
+			t.Fatalf("run %+v: want a successful cold %s run", r, r.Contender)
 		}
-		if r.Contender == "dabba-lazy-nobg" && (r.BytesFetched <= 0 || r.BytesFetched >= img.Compressed) {
-			t.Errorf("cold lazy run without background fetch fetched %d bytes, want fewer than the image's %d compressed bytes (read through the index)", r.BytesFetched, img.Compressed)
+		if r.Contender == "dabba-lazy-nobg" && (r.BytesFetched <= 0 || r.BytesFetched >= compressed[r.Form]) {
+			t.Errorf("cold lazy run without background fetch in form %s fetched %d bytes, want fewer than the image's %d compressed bytes", r.Form, r.BytesFetched, compressed[r.Form])
 		}
+	}
+	if forms["gzip+index"] != 2 || forms["estargz"] != 2 {
+		t.Errorf("runs by form %v, want two of each", forms)
+	}
+	notes := strings.Join(res.Meta.Notes, "\n")
+	if !strings.Contains(notes, "alpine: optimized by one learning run") || strings.Contains(notes, "NOT optimized") {
+		t.Errorf("notes %q: want the image optimized by the learning run", notes)
 	}
 }

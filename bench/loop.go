@@ -10,14 +10,19 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dabba/dabba/bench/images"
 	"github.com/dabba/dabba/bench/report"
 )
 
-// selected returns the chosen contenders that take part in scenario sc.
-func (h *harness) selected(sc string) []*Contender {
+// selected returns the chosen contenders that take part in scenario sc on
+// img.
+func (h *harness) selected(sc string, img *benchImage) []*Contender {
 	var out []*Contender
 	for _, name := range h.opts.contenders {
 		c := h.cs[name]
+		if !h.runsOn(c, img.Form) {
+			continue
+		}
 		switch sc {
 		case scColdPull:
 			if c.Cold && c.Pull != nil {
@@ -40,13 +45,49 @@ func (h *harness) scenarioSelected(sc string) bool { return contains(h.opts.scen
 
 // plan counts the runs, for the progress line.
 func (h *harness) plan() {
-	for range h.imgs {
+	for _, img := range h.imgs {
 		for _, sc := range allScenarios {
 			if h.scenarioSelected(sc) {
-				h.total += len(h.selected(sc)) * h.opts.reps
+				h.total += len(h.selected(sc, img)) * h.opts.reps
 			}
 		}
 	}
+}
+
+// runsOn says whether contender c runs on images of form. With --forms
+// given, every contender runs on every form. By default (the form matrix)
+// the lazy contenders run on the forms made for them, gzip+index and
+// estargz, and the others on gzip only: they read the other forms as
+// plain gzip, so their rows there would repeat the gzip rows at the cost
+// of full pulls of every image.
+func (h *harness) runsOn(c *Contender, form string) bool {
+	if !h.opts.formMatrix {
+		return true
+	}
+	if c.Lazy {
+		return form != images.FormGzip
+	}
+	return form == images.FormGzip
+}
+
+// formNeeded says whether some selected contender runs on form.
+func (h *harness) formNeeded(form string) bool {
+	for _, name := range h.opts.contenders {
+		if h.runsOn(h.cs[name], form) {
+			return true
+		}
+	}
+	return false
+}
+
+// lazySelected says whether a lazy contender (dabba-lazy*) is selected.
+func (h *harness) lazySelected() bool {
+	for _, name := range h.opts.contenders {
+		if h.cs[name].Lazy {
+			return true
+		}
+	}
+	return false
 }
 
 // rotate returns cs starting at the k-th: contenders alternate run by run,
@@ -88,7 +129,7 @@ func (h *harness) benchImage(ctx context.Context, img *benchImage) error {
 		if !h.scenarioSelected(sc) {
 			continue
 		}
-		cs := h.selected(sc)
+		cs := h.selected(sc, img)
 		for rep := 1; rep <= h.opts.reps; rep++ {
 			for _, c := range rotate(cs, rep-1) {
 				store := h.storeDir(c, img)
@@ -122,7 +163,7 @@ func (h *harness) benchImage(ctx context.Context, img *benchImage) error {
 	if len(warm) == 0 {
 		return nil
 	}
-	cs := h.selected(scWarm)
+	cs := h.selected(scWarm, img)
 	prepErr := map[string]error{}
 	for _, c := range cs {
 		h.progress(fmt.Sprintf("preparing %s for %s", img.label(), c.Name))
@@ -165,12 +206,20 @@ func (h *harness) prepareWarm(ctx context.Context, c *Contender, img *benchImage
 	if h.dabbaErr != nil && strings.HasPrefix(c.Name, "dabba") {
 		return h.dabbaErr
 	}
+	if img.err != nil {
+		return img.err
+	}
 	if c.Prepare != nil {
 		if err := c.Prepare(ctx, h, c, img); err != nil {
 			return err
 		}
 	} else {
 		tmpl := c.Warm
+		if c.Lazy && img.Form != images.FormGzip {
+			// gzip+index has its index (pushed, with the learned prefetch
+			// list, before the measured runs); eStargz needs none.
+			tmpl = nil
+		}
 		if tmpl == nil {
 			tmpl = c.Pull
 		}
@@ -200,14 +249,32 @@ func (h *harness) measure(ctx context.Context, sc string, img *benchImage, c *Co
 	if failed == nil && h.dabbaErr != nil && strings.HasPrefix(c.Name, "dabba") {
 		failed = h.dabbaErr
 	}
-	if failed == nil && img.indexErr != nil && c.Name == "dabba-lazy" {
+	if failed == nil && img.err != nil {
+		failed = img.err
+	}
+	if failed == nil && img.indexErr != nil && c.Lazy {
 		failed = fmt.Errorf("the image's lazy index was not pushed: %w", img.indexErr)
 	}
 	if failed != nil {
 		r.Err = failed.Error()
 	} else {
+		var log *os.File
+		if h.opts.dabbaLog != "" && len(argv) > 0 && argv[0] == h.dabba {
+			argv = append([]string{argv[0], "--log-level", "debug"}, argv[1:]...)
+			name := fmt.Sprintf("%s-%s-%s-%s-%d.log", sc, img.Name, strings.ReplaceAll(img.Form, "+", "-"), c.Name, rep)
+			var err error
+			if log, err = os.Create(filepath.Join(h.opts.dabbaLog, name)); err != nil {
+				return fmt.Errorf("--dabba-log: %w", err)
+			}
+			defer log.Close()
+		}
 		h.proxy.Reset()
-		res := h.exec(ctx, argv, h.storeDir(c, img), nil)
+		var res result
+		if log != nil {
+			res = h.execLog(ctx, argv, h.storeDir(c, img), nil, log)
+		} else {
+			res = h.exec(ctx, argv, h.storeDir(c, img), nil)
+		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -231,6 +298,32 @@ func (h *harness) measure(ctx context.Context, sc string, img *benchImage, c *Co
 	}
 	h.progress(fmt.Sprintf("%s %s %s rep %d/%d: %s", sc, img.label(), c.Name, rep, h.opts.reps, status))
 	return nil
+}
+
+// summarize is report.Summarize, then, for the rows of a form in which the
+// peer has no row (the form matrix runs the peer on gzip only), the ratio
+// against the peer's row of the same scenario and image in form gzip;
+// crossForm says whether any row took one.
+func summarize(runs []report.Run, peer string) (rows []report.Row, crossForm bool) {
+	rows = report.Summarize(runs, peer)
+	type key struct{ scenario, image, form string }
+	peerRow := map[key]*report.Row{}
+	for i := range rows {
+		if r := &rows[i]; r.Contender == peer {
+			peerRow[key{r.Scenario, r.Image, r.Form}] = r
+		}
+	}
+	for i := range rows {
+		r := &rows[i]
+		if r.Ratio != 0 || r.Runs == 0 || r.Form == images.FormGzip || peerRow[key{r.Scenario, r.Image, r.Form}] != nil {
+			continue
+		}
+		if p := peerRow[key{r.Scenario, r.Image, images.FormGzip}]; p != nil && p.Runs > 0 && p.Median > 0 {
+			r.Ratio = r.Median / p.Median
+			crossForm = true
+		}
+	}
+	return rows, crossForm
 }
 
 func firstLine(s string) string {
@@ -267,7 +360,7 @@ func render(jsonPath string) error {
 	if err := json.Unmarshal(raw, &res); err != nil {
 		return fmt.Errorf("results %s: %w", jsonPath, err)
 	}
-	res.Rows = report.Summarize(res.Runs, res.Meta.Peer)
+	res.Rows, _ = summarize(res.Runs, res.Meta.Peer)
 	base := strings.TrimSuffix(jsonPath, ".json")
 	link := res.Meta.Link
 	if i := strings.Index(link, " ("); i > 0 {
@@ -296,7 +389,11 @@ func plotTitle(started time.Time, link string) string {
 // write saves the results as Markdown, JSON and SVG, timestamped and as
 // latest.*, and prints the table.
 func (h *harness) write() error {
-	res := &report.Result{Meta: h.meta, Runs: h.runs, Rows: report.Summarize(h.runs, h.opts.peer)}
+	rows, crossForm := summarize(h.runs, h.opts.peer)
+	if crossForm {
+		h.meta.Notes = append(h.meta.Notes, fmt.Sprintf("Rows in a form where %[1]s did not run (the default form matrix) take their ratio against %[1]s's row of the same image in form gzip: the same files, which %[1]s reads as plain gzip in every form.", h.opts.peer))
+	}
+	res := &report.Result{Meta: h.meta, Runs: h.runs, Rows: rows}
 	if err := os.MkdirAll(h.opts.out, 0o755); err != nil {
 		return fmt.Errorf("results directory %s: %w", h.opts.out, err)
 	}

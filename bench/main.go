@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -36,6 +37,11 @@ const (
 )
 
 var allScenarios = []string{scColdPull, scColdShell, scWarm, scFind, scTar}
+
+// defaultForms are the forms of a run without --forms: gzip for the
+// contenders that read images whole, gzip+index and estargz for the lazy
+// ones (harness.runsOn).
+var defaultForms = []string{images.FormGzip, images.FormGzipIndex, images.FormEStargz}
 
 // scenarioCmd is the command each run scenario runs in the container; the
 // cold pull-to-shell takes the image's own (images.Image.Cold).
@@ -70,7 +76,11 @@ type options struct {
 	peer       string
 	tag        string
 	render     string
+	dabbaLog   string // directory for the debug logs of measured dabba runs
 	repo       string // the repository's root, where dabba is built from
+	// formMatrix: --forms was not given, so each contender runs on the
+	// forms made for it (harness.runsOn), not on every form.
+	formMatrix bool
 }
 
 // repoRoot is the directory of dabba's go.mod, found from the working
@@ -102,7 +112,7 @@ func realMain(args []string) int {
 	fs.StringVar(&o.peer, "peer", defaultPeer, "the contender ratios are taken against (e.g. dabba-overlay to compare dabba's modes)")
 	fs.StringVar(&o.registry, "registry", "docker-registry", "docker-registry (Debian's) or in-process (go-containerregistry's)")
 	fs.StringSliceVar(&o.images, "images", []string{"alpine", "minbase", "large"}, "images: "+strings.Join(images.Names, ", "))
-	fs.StringSliceVar(&o.forms, "forms", []string{images.FormGzip}, "layer forms: "+strings.Join(images.Forms, ", "))
+	fs.StringSliceVar(&o.forms, "forms", defaultForms, "layer forms: "+strings.Join(images.Forms, ", ")+"; by default the lazy contenders run on gzip+index and estargz and the others on gzip (--quick: no estargz); given, every contender runs on every form named")
 	fs.StringSliceVar(&o.scenarios, "scenarios", allScenarios, "scenarios: "+strings.Join(allScenarios, ", "))
 	fs.StringSliceVar(&o.contenders, "contenders", defaultContenders(), "contenders: "+strings.Join(allContenders, ", "))
 	fs.StringVar(&o.work, "work", "/var/tmp/dabba-bench", "working directory (the tmpfs is mounted below it)")
@@ -116,6 +126,7 @@ func realMain(args []string) int {
 	fs.StringVar(&o.logLevel, "log-level", "info", "error, warn, info or debug")
 	fs.StringVar(&o.tag, "tag", "", "name the results TIMESTAMP-TAG.* and latest-TAG.* instead of latest.* (--quick: quick)")
 	fs.StringVar(&o.render, "render", "", "write the .md and .svg of a results .json again (e.g. after a change of the report code) and stop")
+	fs.StringVar(&o.dabbaLog, "dabba-log", "", "diagnostics: run dabba's measured commands with --log-level debug and keep each one's stderr in this directory (slows them a little)")
 	fs.BoolVar(&o.imagesOnly, "images-only", false, "build (or check) the cached images and stop")
 	help := fs.BoolP("help", "h", false, "show help")
 	fs.SetOutput(os.Stderr)
@@ -133,6 +144,12 @@ func realMain(args []string) int {
 		return 2
 	}
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+	if !fs.Changed("forms") {
+		o.formMatrix = true
+		if o.quick {
+			o.forms = []string{images.FormGzip, images.FormGzipIndex}
+		}
+	}
 	if o.quick {
 		if !fs.Changed("reps") {
 			o.reps = 3
@@ -219,6 +236,16 @@ func (o *options) check() error {
 			}
 		}
 	}
+	if o.dabbaLog != "" {
+		abs, err := filepath.Abs(o.dabbaLog)
+		if err != nil {
+			return fmt.Errorf("--dabba-log: %w", err)
+		}
+		if err := os.MkdirAll(abs, 0o755); err != nil {
+			return fmt.Errorf("--dabba-log: %w", err)
+		}
+		o.dabbaLog = abs
+	}
 	if os.Geteuid() != 0 {
 		return errors.New("run as root: the harness mounts a tmpfs, makes a network namespace and runs the contenders as the unprivileged user (sudo go run ./bench, or make bench)")
 	}
@@ -249,6 +276,7 @@ type harness struct {
 	registry    *registryServer
 	ref         string // host:port contenders use
 	imgs        []*benchImage
+	builder     *images.Builder
 	meta        report.Meta
 	runs        []report.Run
 	total, done int
@@ -297,12 +325,22 @@ func (h *harness) run(ctx context.Context) error {
 		h.meta.Notes = append(h.meta.Notes, "Peak RSS: wait4's figure, which includes the harness's own RSS at exec as a floor (install the Debian package time for GNU time).")
 	}
 
-	// Images first: they may take minutes to build the first time.
-	b := &images.Builder{Cache: o.cache, Shared: o.shared, Logf: func(f string, a ...any) { slog.Info(fmt.Sprintf(f, a...)) }}
-	var built []*images.Image
+	// Images first: they may take minutes to build the first time. The
+	// estargz form is converted from the gzip form after the learning run
+	// (setupNetwork), which needs the registry: only its source is built
+	// here.
+	h.builder = &images.Builder{Cache: o.cache, Shared: o.shared, Logf: func(f string, a ...any) { slog.Info(fmt.Sprintf(f, a...)) }}
+	var built, esgz []*images.Image
 	for _, name := range o.images {
 		for _, form := range o.forms {
-			img, err := b.Build(ctx, name, form)
+			if !h.formNeeded(form) {
+				continue
+			}
+			src := form
+			if form == images.FormEStargz {
+				src = images.FormGzip
+			}
+			img, err := h.builder.Build(ctx, name, src)
 			if err != nil {
 				if ctx.Err() != nil {
 					return ctx.Err()
@@ -311,18 +349,31 @@ func (h *harness) run(ctx context.Context) error {
 				h.meta.Images = append(h.meta.Images, report.ImageInfo{Name: name, Form: form, Err: err.Error()})
 				continue
 			}
+			if form == images.FormEStargz {
+				esgz = append(esgz, img)
+				continue
+			}
 			built = append(built, img)
-			h.meta.Images = append(h.meta.Images, report.ImageInfo{Name: name, Form: form, Layers: img.Layers,
-				Compressed: img.Compressed, Uncompressed: img.Uncompressed, Command: strings.Join(quoteAll(img.Cold), " ")})
-			slog.Info("image ready", "image", name, "form", form, "layers", img.Layers,
-				"compressed", report.HumanBytes(img.Compressed), "uncompressed", report.HumanBytes(img.Uncompressed))
+			h.imageReady(img)
 		}
 	}
 	if o.imagesOnly {
+		for _, img := range esgz {
+			slog.Info("image source ready: its estargz form is converted after the learning run of a benchmark run", "image", img.Name, "form", img.Form)
+		}
 		return nil
 	}
-	if len(built) == 0 {
+	if len(built)+len(esgz) == 0 {
 		return errors.New("no image could be built (see the messages above)")
+	}
+	if o.formMatrix {
+		var lazyForms []string
+		for _, f := range o.forms {
+			if f != images.FormGzip {
+				lazyForms = append(lazyForms, f)
+			}
+		}
+		h.meta.Notes = append(h.meta.Notes, fmt.Sprintf("Forms (the default matrix): the lazy contenders run on %s, the others on gzip, which they read alike in every form (`--forms` runs every contender on every form named).", strings.Join(lazyForms, " and ")))
 	}
 
 	if err := os.MkdirAll(o.work, 0o755); err != nil {
@@ -373,7 +424,7 @@ func (h *harness) run(ctx context.Context) error {
 		h.dabbaErr = err
 	}
 
-	if err := h.setupNetwork(ctx, built); err != nil {
+	if err := h.setupNetwork(ctx, built, esgz); err != nil {
 		return err
 	}
 
@@ -402,9 +453,24 @@ func quoteAll(ws []string) []string {
 	return out
 }
 
+// imageReady records img in the results' list of images.
+func (h *harness) imageReady(img *images.Image) {
+	h.meta.Images = append(h.meta.Images, report.ImageInfo{Name: img.Name, Form: img.Form, Layers: img.Layers,
+		Compressed: img.Compressed, Uncompressed: img.Uncompressed, Command: strings.Join(quoteAll(img.Cold), " ")})
+	slog.Info("image ready", "image", img.Name, "form", img.Form, "layers", img.Layers,
+		"compressed", report.HumanBytes(img.Compressed), "uncompressed", report.HumanBytes(img.Uncompressed))
+}
+
+// repoOf is the repository:tag of an image form on the registry.
+func repoOf(name, form string) string {
+	return "bench/" + name + "-" + strings.ReplaceAll(form, "+", "-") + ":latest"
+}
+
 // setupNetwork starts the registry (inside a shaped namespace for the link
-// profile), pushes the images, then puts the delaying proxy in front.
-func (h *harness) setupNetwork(ctx context.Context, built []*images.Image) error {
+// profile), pushes the images and the lazy indexes, runs the learning runs
+// and converts and pushes the estargz forms (esgz holds their gzip
+// sources), then shapes the link and puts the delaying proxy in front.
+func (h *harness) setupNetwork(ctx context.Context, built, esgz []*images.Image) error {
 	o := h.opts
 	var ns *link.Netns
 	listen := "127.0.0.1:0"
@@ -436,7 +502,7 @@ func (h *harness) setupNetwork(ctx context.Context, built []*images.Image) error
 	}
 	h.clean.add(h.registry.kind+" registry", h.registry.stop)
 	for _, img := range built {
-		repo := "bench/" + img.Name + "-" + strings.ReplaceAll(img.Form, "+", "-") + ":latest"
+		repo := repoOf(img.Name, img.Form)
 		slog.Info("pushing", "image", img.Name, "form", img.Form, "registry", h.registry.addr)
 		if err := imagebuild.Push(img.Image, h.registry.addr+"/"+repo); err != nil {
 			return err
@@ -455,6 +521,10 @@ func (h *harness) setupNetwork(ctx context.Context, built []*images.Image) error
 			}
 		}
 	}
+	if err := h.optimize(ctx, esgz); err != nil {
+		return err
+	}
+	h.sortImages()
 	rtt := time.Duration(0)
 	if ns != nil {
 		if err := ns.Shape(ctx, o.rate); err != nil {
@@ -479,6 +549,250 @@ func (h *harness) setupNetwork(ctx context.Context, built []*images.Image) error
 	}
 	h.meta.Registry = fmt.Sprintf("%s (%s), reached at %s", h.registry.kind, storage, h.ref)
 	return nil
+}
+
+// sortImages orders the images as --images and --forms name them.
+func (h *harness) sortImages() {
+	sort.SliceStable(h.imgs, func(i, j int) bool {
+		a, b := h.imgs[i], h.imgs[j]
+		if a.Name != b.Name {
+			return indexOf(h.opts.images, a.Name) < indexOf(h.opts.images, b.Name)
+		}
+		return indexOf(h.opts.forms, a.Form) < indexOf(h.opts.forms, b.Form)
+	})
+}
+
+// optimize is the setup of the lazy forms, after the images and indexes are
+// pushed and before the link is shaped. For each image with a lazy
+// contender on gzip+index or estargz, one learning run (learn) records the
+// files the cold command reads; `dabba index push` publishes them with the
+// gzip+index image's index (as its prefetch list), and the estargz form is
+// converted with them prioritized, as `ctr-remote image optimize` does.
+// Then each estargz form (esgz: their gzip sources) is converted and
+// pushed. Failures go on the rows they affect and in the notes; only a
+// cancelled context stops the benchmark.
+func (h *harness) optimize(ctx context.Context, esgz []*images.Image) error {
+	type learning struct {
+		src   *images.Image // the gzip form
+		index *benchImage   // the gzip+index form, nil when not run
+		esgz  bool
+	}
+	var order []string
+	todo := map[string]*learning{}
+	get := func(name string) *learning {
+		if todo[name] == nil {
+			order = append(order, name)
+			todo[name] = &learning{}
+		}
+		return todo[name]
+	}
+	for _, bi := range h.imgs {
+		if bi.Form == images.FormGzipIndex {
+			l := get(bi.Name)
+			l.src, l.index = bi.Image, bi
+		}
+	}
+	for _, img := range esgz {
+		l := get(img.Name)
+		l.src, l.esgz = img, true
+	}
+	lazy := false
+	for _, name := range h.opts.contenders {
+		if c := h.cs[name]; c.Lazy && (h.runsOn(c, images.FormGzipIndex) || h.runsOn(c, images.FormEStargz)) {
+			lazy = true
+		}
+	}
+	learned := map[string][]string{}
+	why := map[string]string{} // why an image has no learned list
+	for _, name := range order {
+		l := todo[name]
+		if !lazy {
+			why[name] = "no dabba-lazy contender selected, so no learning run"
+			continue
+		}
+		if h.dabbaErr != nil {
+			why[name] = "dabba could not be built for the learning run: " + h.dabbaErr.Error()
+			continue
+		}
+		if l.index != nil && l.index.indexErr != nil {
+			why[name] = "its lazy index was not pushed, so no learning run: " + l.index.indexErr.Error()
+			continue
+		}
+		files, repushErr, err := h.learn(ctx, l.src, l.index)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil {
+			slog.Warn("learning run failed: the lazy forms are not optimized", "image", name, "err", err)
+			why[name] = "the learning run failed: " + err.Error()
+			continue
+		}
+		learned[name] = files
+		var forms []string
+		if l.index != nil {
+			if repushErr != nil {
+				slog.Warn("lazy index not pushed again with the learned list: the image's dabba-lazy rows fail", "image", l.index.label(), "err", repushErr)
+				l.index.indexErr = fmt.Errorf("pushing it again after the learning run: %w", repushErr)
+			} else {
+				forms = append(forms, "gzip+index (`dabba index push` from the learning run's store, publishing what the run read as the index's prefetch list)")
+			}
+		}
+		if l.esgz {
+			forms = append(forms, "estargz (converted with the files before each layer's prefetch landmark)")
+		}
+		h.meta.Notes = append(h.meta.Notes, fmt.Sprintf("%s: optimized by one learning run of the cold command, as `ctr-remote image optimize` does for eStargz: `dabba run --lazy=nobackground` in a throwaway store, before the link was shaped, read %d files; forms %s.",
+			name, len(files), strings.Join(forms, " and ")))
+	}
+	for _, name := range order {
+		if why[name] != "" {
+			h.meta.Notes = append(h.meta.Notes, fmt.Sprintf("%s: NOT optimized (%s): its gzip+index index has no learned prefetch list and its estargz form no prioritized files.", name, why[name]))
+		}
+	}
+
+	for _, src := range esgz {
+		bi := &benchImage{repo: repoOf(src.Name, images.FormEStargz)}
+		img, err := h.builder.BuildEStargz(ctx, src.Name, learned[src.Name])
+		if err == nil {
+			slog.Info("pushing", "image", img.Name, "form", img.Form, "registry", h.registry.addr)
+			err = imagebuild.Push(img.Image, h.registry.addr+"/"+bi.repo)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil {
+			slog.Warn("estargz form not made: its rows fail", "image", src.Name, "err", err)
+			cp := *src
+			cp.Form = images.FormEStargz
+			bi.Image, bi.err = &cp, fmt.Errorf("the estargz form was not made: %w", err)
+			h.meta.Images = append(h.meta.Images, report.ImageInfo{Name: src.Name, Form: images.FormEStargz, Err: err.Error()})
+		} else {
+			bi.Image = img
+			h.imageReady(img)
+			if len(learned[src.Name]) > 0 {
+				slog.Info("estargz form optimized", "image", img.Name, "prioritized", img.Prioritized, "missed", len(img.Missed))
+			}
+			if len(img.Missed) > 0 {
+				h.meta.Notes = append(h.meta.Notes, fmt.Sprintf("%s/estargz: %d of the %d learned files are not in the image as files (e.g. %s) and were not prioritized.",
+					img.Name, len(img.Missed), len(learned[src.Name]), strings.Join(img.Missed[:min(3, len(img.Missed))], ", ")))
+			}
+		}
+		h.imgs = append(h.imgs, bi)
+	}
+	return nil
+}
+
+// learn is the learning run of src (the gzip form): as the unprivileged
+// user, in a throwaway store on the tmpfs (removed after), it runs the
+// image's cold command with `dabba run --lazy=nobackground` against the
+// gzip+index image index (or, when that form is not run, against a copy of
+// src pushed with its index to a repository of its own), and returns the
+// files dabba recorded as read, in order of first read (the store's
+// lazy/learned/<manifest hex>). With index, it then runs `dabba index
+// push` from the same store, which publishes the learned list with the
+// index; repushErr is that step's failure.
+//
+// Setup, not measured: it runs before the link is shaped, through a proxy
+// without delay when the registry is not on loopback (dabba run speaks
+// plain HTTP only to loopback registries).
+func (h *harness) learn(ctx context.Context, src *images.Image, index *benchImage) (files []string, repushErr, err error) {
+	repo := ""
+	if index != nil {
+		repo = index.repo
+	} else {
+		repo = "bench/" + src.Name + "-learn:latest"
+		if err := imagebuild.Push(src.Image, h.registry.addr+"/"+repo); err != nil {
+			return nil, nil, fmt.Errorf("pushing %s for the learning run: %w", repo, err)
+		}
+		if err := h.pushIndex(ctx, h.registry.addr+"/"+repo); err != nil {
+			return nil, nil, err
+		}
+	}
+	host := h.registry.addr
+	if !isLoopback(host) {
+		p, err := link.StartProxy("127.0.0.1:0", h.registry.addr, 0)
+		if err != nil {
+			return nil, nil, fmt.Errorf("learning run: %w", err)
+		}
+		defer p.Close()
+		host = p.Addr()
+	}
+	store := filepath.Join(h.tmpfs, "learn-store")
+	if err := h.wipe(store); err != nil {
+		return nil, nil, err
+	}
+	defer os.RemoveAll(store)
+	start := time.Now()
+	argv := append([]string{h.dabba, "--root", store, "run", "--rm", "--network", "none", "--lazy=nobackground", host + "/" + repo}, src.Cold...)
+	if res := h.exec(ctx, argv, store, nil); res.Err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", strings.Join(quoteAll(argv), " "), res.Err)
+	}
+	md, err := src.Image.Digest()
+	if err != nil {
+		return nil, nil, err
+	}
+	if files, err = readLearned(store, md.Hex); err != nil {
+		return nil, nil, err
+	}
+	slog.Info("learning run", "image", src.Name, "files", len(files), "took", time.Since(start).Round(time.Millisecond))
+	if index != nil {
+		ref := h.registry.addr + "/" + repo
+		res := h.exec(ctx, []string{h.dabba, "--root", store, "index", "push", "-q", "--tls-verify=false", ref}, store, nil)
+		if res.Err != nil {
+			return files, fmt.Errorf("dabba index push %s: %w", ref, res.Err), nil
+		}
+		slog.Info("lazy index pushed with the learned list", "ref", ref, "artifact", strings.TrimSpace(res.Stdout))
+	}
+	return files, nil, nil
+}
+
+// readLearned reads the list of files dabba's lazy runs in store recorded
+// for the image of manifest hex md: lazy/learned/<md>, one path per line,
+// in order of first read (other files there, such as <md>.json, the
+// ranges read, are dabba's own). When no file has that name and exactly
+// one list is there (the manifest's digest as dabba saw it differs), that
+// one.
+func readLearned(store, md string) ([]string, error) {
+	dir := filepath.Join(store, "lazy", "learned")
+	b, err := os.ReadFile(filepath.Join(dir, md))
+	if errors.Is(err, os.ErrNotExist) {
+		var lists []string
+		ents, _ := os.ReadDir(dir)
+		for _, e := range ents {
+			if e.Type().IsRegular() && !strings.Contains(e.Name(), ".") {
+				lists = append(lists, e.Name())
+			}
+		}
+		if len(lists) == 1 {
+			slog.Warn("learned list under another manifest digest", "want", md, "found", lists[0])
+			b, err = os.ReadFile(filepath.Join(dir, lists[0]))
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("the learning run left no list of the files it read (want %s): %w", filepath.Join(dir, md), err)
+	}
+	var files []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			files = append(files, l)
+		}
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("the learning run's list of files read, %s, is empty", filepath.Join(dir, md))
+	}
+	return files, nil
+}
+
+// isLoopback says whether host:port is on the loopback interface.
+func isLoopback(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host = hostport
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // pushIndex runs `dabba index push` on ref as the unprivileged user, from

@@ -1,9 +1,14 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/dabba/dabba/bench/images"
+	"github.com/dabba/dabba/bench/report"
 )
 
 func TestExpand(t *testing.T) {
@@ -100,6 +105,7 @@ func TestOptionsCheck(t *testing.T) {
 		{"image", func(o *options) { o.images = []string{"ubuntu"} }, `--images: unknown "ubuntu"`},
 		{"contender", func(o *options) { o.contenders = []string{"docker"} }, `--contenders: unknown "docker"`},
 		{"scenario", func(o *options) { o.scenarios = []string{"boot"} }, `--scenarios: unknown "boot"`},
+		{"form", func(o *options) { o.forms = []string{"zip"} }, `--forms: unknown "zip"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := base
@@ -109,5 +115,138 @@ func TestOptionsCheck(t *testing.T) {
 				t.Fatalf("check: %v, want an error with %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestRunsOn checks the form matrix: by default the lazy contenders run on
+// gzip+index and estargz and the others on gzip; with --forms given, every
+// contender runs on every form.
+func TestRunsOn(t *testing.T) {
+	h := &harness{cs: contenders(), opts: options{formMatrix: true, contenders: []string{"podman", "dabba-lazy"}}}
+	for _, tc := range []struct {
+		contender, form string
+		want            bool
+	}{
+		{"podman", images.FormGzip, true},
+		{"podman", images.FormGzipIndex, false},
+		{"podman", images.FormEStargz, false},
+		{"dabba-overlay", images.FormEStargz, false},
+		{"dabba-lazy", images.FormGzip, false},
+		{"dabba-lazy", images.FormGzipIndex, true},
+		{"dabba-lazy-nobg", images.FormEStargz, true},
+	} {
+		if got := h.runsOn(h.cs[tc.contender], tc.form); got != tc.want {
+			t.Errorf("form matrix: %s on %s: %v, want %v", tc.contender, tc.form, got, tc.want)
+		}
+	}
+	if !h.formNeeded(images.FormEStargz) || !h.lazySelected() {
+		t.Error("estargz not needed with dabba-lazy selected")
+	}
+	h.opts.contenders = []string{"podman"}
+	if h.formNeeded(images.FormEStargz) || h.formNeeded(images.FormGzipIndex) || !h.formNeeded(images.FormGzip) || h.lazySelected() {
+		t.Error("podman alone: want form gzip only and no lazy contender")
+	}
+	h.opts.formMatrix = false
+	for _, c := range []string{"podman", "dabba-lazy", "runc"} {
+		for _, f := range images.Forms {
+			if !h.runsOn(h.cs[c], f) {
+				t.Errorf("--forms given: %s does not run on %s", c, f)
+			}
+		}
+	}
+	for _, name := range allContenders {
+		if lazy := strings.HasPrefix(name, "dabba-lazy"); h.cs[name].Lazy != lazy {
+			t.Errorf("contender %s: Lazy %v", name, h.cs[name].Lazy)
+		}
+	}
+}
+
+// TestSummarizeCrossForm: rows of a form without the peer take their ratio
+// against the peer's gzip row; rows with the peer in their form keep
+// report.Summarize's.
+func TestSummarizeCrossForm(t *testing.T) {
+	runs := []report.Run{
+		{Scenario: scColdShell, Image: "large", Form: "gzip", Contender: "podman", Rep: 1, Seconds: 40},
+		{Scenario: scColdShell, Image: "large", Form: "gzip", Contender: "dabba-overlay", Rep: 1, Seconds: 38},
+		{Scenario: scColdShell, Image: "large", Form: "gzip+index", Contender: "dabba-lazy", Rep: 1, Seconds: 2},
+		{Scenario: scColdShell, Image: "large", Form: "estargz", Contender: "dabba-lazy", Rep: 1, Seconds: 1},
+		{Scenario: scColdShell, Image: "large", Form: "estargz", Contender: "dabba-lazy-nobg", Rep: 1, Err: "boom"},
+		{Scenario: scWarm, Image: "large", Form: "estargz", Contender: "dabba-lazy", Rep: 1, Seconds: 1},
+		{Scenario: scColdShell, Image: "small", Form: "gzip+index", Contender: "podman", Rep: 1, Seconds: 4},
+		{Scenario: scColdShell, Image: "small", Form: "gzip+index", Contender: "dabba-lazy", Rep: 1, Seconds: 1},
+		{Scenario: scColdShell, Image: "small", Form: "gzip", Contender: "podman", Rep: 1, Seconds: 8},
+	}
+	rows, cross := summarize(runs, "podman")
+	got := map[string]float64{}
+	for _, r := range rows {
+		got[r.Scenario+" "+r.Image+" "+r.Form+" "+r.Contender] = r.Ratio
+	}
+	want := map[string]float64{
+		scColdShell + " large gzip podman":             1,
+		scColdShell + " large gzip dabba-overlay":      0.95,
+		scColdShell + " large gzip+index dabba-lazy":   0.05,
+		scColdShell + " large estargz dabba-lazy":      0.025,
+		scColdShell + " large estargz dabba-lazy-nobg": 0, // no successful run
+		scWarm + " large estargz dabba-lazy":           0, // no podman row in the scenario
+		scColdShell + " small gzip+index podman":       1,
+		scColdShell + " small gzip+index dabba-lazy":   0.25, // the peer ran in its form
+		scColdShell + " small gzip podman":             1,
+	}
+	for k, w := range want {
+		if g, ok := got[k]; !ok || g < w-1e-9 || g > w+1e-9 {
+			t.Errorf("%s: ratio %v (row %v), want %v", k, g, ok, w)
+		}
+	}
+	if !cross {
+		t.Error("crossForm false, want true")
+	}
+	if _, cross := summarize(runs[6:], "podman"); cross {
+		t.Error("crossForm true with the peer in every form")
+	}
+}
+
+func TestReadLearned(t *testing.T) {
+	store := t.TempDir()
+	dir := filepath.Join(store, "lazy", "learned")
+	if _, err := readLearned(store, "abc"); err == nil || !strings.Contains(err.Error(), filepath.Join(dir, "abc")) {
+		t.Errorf("no list: %v, want an error naming %s", err, filepath.Join(dir, "abc"))
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "other"), []byte("usr/bin/python3.11\n/usr/lib/x.so\n\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// dabba's other records beside the lists are not lists.
+	if err := os.WriteFile(filepath.Join(dir, "other.json"), []byte(`{"ranges":[]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The only list, under another name: taken.
+	if got, err := readLearned(store, "abc"); err != nil || !slices.Equal(got, []string{"usr/bin/python3.11", "/usr/lib/x.so"}) {
+		t.Errorf("single list: %q, %v", got, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "abc"), []byte("etc/motd\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := readLearned(store, "abc"); err != nil || !slices.Equal(got, []string{"etc/motd"}) {
+		t.Errorf("own list: %q, %v", got, err)
+	}
+	if _, err := readLearned(store, "def"); err == nil {
+		t.Error("two lists, neither the image's: want an error")
+	}
+	if err := os.WriteFile(filepath.Join(dir, "abc"), []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readLearned(store, "abc"); err == nil || !strings.Contains(err.Error(), "empty") {
+		t.Errorf("empty list: %v, want an error saying so", err)
+	}
+}
+
+func TestIsLoopback(t *testing.T) {
+	for addr, want := range map[string]bool{"127.0.0.1:5000": true, "localhost:80": true, "[::1]:5000": true,
+		"198.18.0.2:5000": false, "registry.example:443": false, "127.0.0.1": true} {
+		if got := isLoopback(addr); got != want {
+			t.Errorf("isLoopback(%s) = %v, want %v", addr, got, want)
+		}
 	}
 }

@@ -33,6 +33,12 @@ type result struct {
 // forked by the small time binary starts from almost nothing. Without it
 // the figure is wait4's and has the harness's RSS (about 30 MiB) as a floor.
 func (h *harness) exec(ctx context.Context, argv []string, dir string, extra []string) result {
+	return h.execLog(ctx, argv, dir, extra, nil)
+}
+
+// execLog is exec that also copies the command's whole stderr to log (when
+// not nil).
+func (h *harness) execLog(ctx context.Context, argv []string, dir string, extra []string, log io.Writer) result {
 	ctx, cancel := context.WithTimeout(ctx, h.opts.timeout)
 	defer cancel()
 	rssFile := ""
@@ -54,7 +60,10 @@ func (h *harness) exec(ctx context.Context, argv []string, dir string, extra []s
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
 	var stdout, stderr tail
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.Stdout, cmd.Stderr = &stdout, io.Writer(&stderr)
+	if log != nil {
+		cmd.Stderr = io.MultiWriter(&stderr, log)
+	}
 	start := time.Now()
 	err := cmd.Run()
 	r := result{Elapsed: time.Since(start), Stdout: stdout.String()}

@@ -11,6 +11,13 @@
 //     files kept by the layers below, documentation), with whiteouts and an
 //     opaque directory, as real images built by a Dockerfile do.
 //
-// Each image comes in a form: plain gzip now; eStargz and gzip plus a dabba
-// index are the lazy issue's and are refused with a message until then.
+// Each image comes in a form: plain gzip (FormGzip); the same image with a
+// dabba lazy index the harness pushes beside it (FormGzipIndex: the layers
+// are the gzip form's); and eStargz (FormEStargz), converted layer by layer
+// from the gzip form with stargz-snapshotter's estargz package by
+// BuildEStargz, with the layer annotations stargz-snapshotter sets (the TOC
+// digest, the uncompressed size) and, given the files a run read first
+// (dabba's learned list), those files before each layer's prefetch
+// landmark, as `ctr-remote image optimize` does. Conversions are cached
+// keyed by the gzip form and the list.
 package images

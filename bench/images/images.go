@@ -20,7 +20,6 @@ import (
 	"github.com/klauspost/compress/gzip"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -31,9 +30,8 @@ import (
 // Names are the images the package builds, smallest first.
 var Names = []string{"alpine", "minbase", "large"}
 
-// Forms are the layer forms of the image matrix. FormGzip and
-// FormGzipIndex are built; eStargz is not yet.
-var Forms = []string{FormGzip, "estargz", FormGzipIndex}
+// Forms are the layer forms of the image matrix.
+var Forms = []string{FormGzip, FormEStargz, FormGzipIndex}
 
 // FormGzip is plain gzip layers, as every registry serves them.
 const FormGzip = "gzip"
@@ -46,9 +44,6 @@ const FormGzipIndex = "gzip+index"
 // NeedsIndex says whether an image in form must have its dabba lazy index
 // pushed beside it in the registry before any measured run.
 func NeedsIndex(form string) bool { return form == FormGzipIndex }
-
-// ErrFormNotBuilt is returned for a form the harness cannot make yet.
-var ErrFormNotBuilt = errors.New("images: form not built yet")
 
 // ErrNoSource is returned when an image's source is missing (e.g. no
 // ../shared/images for the Alpine minirootfs); the caller skips the image.
@@ -65,6 +60,12 @@ type Image struct {
 	Layers       int
 	Compressed   int64 // sum of the layer blobs
 	Uncompressed int64 // sum of the layer tars
+	// Prioritized is, in form FormEStargz, how many files of the list given
+	// to BuildEStargz were placed before a layer's prefetch landmark;
+	// Missed lists those that were not (absent from the merged image, or a
+	// directory).
+	Prioritized int
+	Missed      []string
 }
 
 // Builder builds images into, and loads them from, its cache.
@@ -92,6 +93,10 @@ type info struct {
 	Compressed   int64    `json:"compressed"`
 	Uncompressed int64    `json:"uncompressed"`
 	Cold         []string `json:"cold"`
+	// FormEStargz only: see Image.
+	Prioritized int      `json:"prioritized,omitempty"`
+	Missed      []string `json:"missed,omitempty"`
+	Source      string   `json:"source,omitempty"` // the gzip form's manifest digest
 }
 
 var (
@@ -112,30 +117,15 @@ func (b *Builder) Build(ctx context.Context, name, form string) (*Image, error) 
 		cp.Form = FormGzipIndex
 		return &cp, nil
 	}
-	if form != FormGzip {
-		if !contains(Forms, form) {
-			return nil, fmt.Errorf("image form %q: want one of %s", form, strings.Join(Forms, ", "))
-		}
-		return nil, fmt.Errorf("image %s in form %s: %w (eStargz layers come with the lazy issue's estargz support in the harness)", name, form, ErrFormNotBuilt)
+	if form == FormEStargz {
+		return b.BuildEStargz(ctx, name, nil)
 	}
-	var key string
-	switch name {
-	case "alpine":
-		tb, err := b.alpineTarball()
-		if err != nil {
-			return nil, err
-		}
-		sum, err := fileSHA512(tb)
-		if err != nil {
-			return nil, err
-		}
-		key = "alpine-" + sum[:16]
-	case "minbase":
-		key = name + "-" + b.imageKey(1)
-	case "large":
-		key = name + "-" + b.imageKey(len(debianStages))
-	default:
-		return nil, fmt.Errorf("image %q: want one of %s", name, strings.Join(Names, ", "))
+	if form != FormGzip {
+		return nil, fmt.Errorf("image form %q: want one of %s", form, strings.Join(Forms, ", "))
+	}
+	key, err := b.key(name)
+	if err != nil {
+		return nil, err
 	}
 	dir := filepath.Join(b.Cache, "images", key+"-"+form)
 	if img, err := load(dir); err == nil {
@@ -188,6 +178,28 @@ func (b *Builder) Build(ctx context.Context, name, form string) (*Image, error) 
 		return nil, fmt.Errorf("image cache %s: %w", dir, err)
 	}
 	return load(dir)
+}
+
+// key identifies the content of image name (its recipe and sources): the
+// name of its cache entries, before the form.
+func (b *Builder) key(name string) (string, error) {
+	switch name {
+	case "alpine":
+		tb, err := b.alpineTarball()
+		if err != nil {
+			return "", err
+		}
+		sum, err := fileSHA512(tb)
+		if err != nil {
+			return "", err
+		}
+		return "alpine-" + sum[:16], nil
+	case "minbase":
+		return name + "-" + b.imageKey(1), nil
+	case "large":
+		return name + "-" + b.imageKey(len(debianStages)), nil
+	}
+	return "", fmt.Errorf("image %q: want one of %s", name, strings.Join(Names, ", "))
 }
 
 func contains(xs []string, x string) bool {
@@ -250,7 +262,7 @@ func load(dir string) (*Image, error) {
 		return nil, fmt.Errorf("image cache %s: %w", dir, err)
 	}
 	return &Image{Name: in.Name, Form: in.Form, Image: img, Cold: in.Cold, Layers: in.Layers,
-		Compressed: in.Compressed, Uncompressed: in.Uncompressed}, nil
+		Compressed: in.Compressed, Uncompressed: in.Uncompressed, Prioritized: in.Prioritized, Missed: in.Missed}, nil
 }
 
 func writeLayout(dir, name, form string, cfg v1.Config, files []layerFile, cold []string) error {
@@ -269,18 +281,7 @@ func writeLayout(dir, name, form string, cfg v1.Config, files []layerFile, cold 
 	if err != nil {
 		return fmt.Errorf("image %s: %w", name, err)
 	}
-	p, err := layout.Write(dir, empty.Index)
-	if err != nil {
-		return fmt.Errorf("image cache %s: %w", dir, err)
-	}
-	if err := p.AppendImage(img); err != nil {
-		return fmt.Errorf("image cache %s: %w", dir, err)
-	}
-	if in.Manifest, err = img.Digest(); err != nil {
-		return err
-	}
-	raw, _ := json.MarshalIndent(in, "", "  ")
-	return os.WriteFile(filepath.Join(dir, "info.json"), raw, 0o644)
+	return writeImageLayout(dir, img, in)
 }
 
 // layerFile is a gzip layer blob on disk with its digests known, so neither

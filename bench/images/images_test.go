@@ -20,8 +20,11 @@ func TestBuildErrors(t *testing.T) {
 	if _, err := b.Build(ctx, "alpine", "zip"); err == nil || !strings.Contains(err.Error(), `"zip"`) {
 		t.Errorf("unknown form: %v", err)
 	}
-	if _, err := b.Build(ctx, "alpine", "estargz"); !errors.Is(err, ErrFormNotBuilt) {
-		t.Errorf("estargz: %v, want ErrFormNotBuilt", err)
+	if _, err := b.Build(ctx, "alpine", FormEStargz); !errors.Is(err, ErrNoSource) {
+		t.Errorf("estargz of alpine without ../shared: %v, want ErrNoSource", err)
+	}
+	if _, err := b.BuildEStargz(ctx, "ubuntu", []string{"/bin/sh"}); err == nil || !strings.Contains(err.Error(), `"ubuntu"`) {
+		t.Errorf("eStargz of an unknown image: %v", err)
 	}
 	if _, err := b.Build(ctx, "alpine", FormGzip); !errors.Is(err, ErrNoSource) {
 		t.Errorf("alpine without ../shared: %v, want ErrNoSource", err)
