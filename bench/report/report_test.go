@@ -84,6 +84,12 @@ func TestSummarize(t *testing.T) {
 	if got := Winners(rows[2:3], "podman"); len(got) != 1 || got[0] != "cold-pull, alpine: no successful run" {
 		t.Errorf("Winners of a failed row: %q", got)
 	}
+	// A lazy contender on another form competes with the gzip rows, and
+	// its form is named.
+	lazy := append(rows[:2:2], Row{Scenario: "cold-pull", Image: "alpine", Form: "estargz", Contender: "dabba-lazy", Runs: 3, Median: 0.1, Ratio: 0.05})
+	if got := Winners(lazy, "podman"); !slices.Equal(got, []string{"cold-pull, alpine: dabba-lazy on estargz (100 ms, 0.05× podman)"}) {
+		t.Errorf("Winners across forms: %q", got)
+	}
 }
 
 func TestSummarizeEvenBytes(t *testing.T) {
