@@ -136,10 +136,9 @@ type LazyImage struct {
 	prefetch      []learnedRange
 	prefetchFrom  string
 
-	// Reads in flight and the time the last one ended (UnixNano), so the
-	// background fetch can give way to them.
-	reading   atomic.Int64
-	lastRead  atomic.Int64
+	// act counts the fetches of the command's reads (and the prefetch)
+	// in flight, so the background fetch can give way to them.
+	act       *remote.Activity
 	closeOnce sync.Once
 }
 
@@ -231,6 +230,8 @@ func (s *Store) OpenLazy(ctx context.Context, ref string, opts LazyOptions) (li 
 	if opts.Fetch != nil {
 		fopts = *opts.Fetch
 	}
+	li.act = new(remote.Activity)
+	fopts.Activity = li.act
 	if fopts.TempDir == "" {
 		fopts.TempDir = s.tmpDir()
 	}
@@ -665,11 +666,6 @@ func (li *LazyImage) ReadAt(layer int, p []byte, off int64) (int, error) {
 	if li.recording {
 		li.record(layer, ll, off, len(p))
 	}
-	li.reading.Add(1)
-	defer func() {
-		li.lastRead.Store(time.Now().UnixNano())
-		li.reading.Add(-1)
-	}()
 	n, err := ll.r.ReadAt(p, off)
 	if err == io.EOF && n == len(p) {
 		err = nil
@@ -754,11 +750,6 @@ func (li *LazyImage) prefetchFiles(ctx context.Context, paths []string, esOnly b
 // records the files; then the eStargz layers' landmark files.
 func (li *LazyImage) startPrefetch() {
 	defer close(li.prefetched)
-	li.reading.Add(1) // the command's reads, ahead of time
-	defer func() {
-		li.lastRead.Store(time.Now().UnixNano())
-		li.reading.Add(-1)
-	}()
 	start := time.Now()
 	before := li.Stats()
 	var errs []error
@@ -863,29 +854,32 @@ func (li *LazyImage) WaitPrefetch() error {
 // prefetches.
 func (li *LazyImage) Learned() []string { return li.learned }
 
-// Background fetch pacing: it fetches backgroundBatch bytes at a time,
-// each only once no read has been in flight for backgroundQuiet, so that
-// the command's reads never queue behind more than one batch.
+// Background fetch pacing: it fetches backgroundBatch bytes at a time.
+// Each batch waits until no request for the command's reads (nor the
+// prefetch at open) has been in flight for backgroundQuiet, but at most
+// backgroundMaxWait: a command that reads without pause (tar of the whole
+// image) still lets the background fetch go on, a batch at a time, and
+// the background fetch, which ends with the whole image local, is what
+// makes such a command fast.
 const (
-	backgroundBatch = 1 << 20
-	backgroundQuiet = 50 * time.Millisecond
+	backgroundBatch   = 1 << 20
+	backgroundQuiet   = 50 * time.Millisecond
+	backgroundMaxWait = 100 * time.Millisecond
 )
 
-// waitQuiet returns once no read (nor the prefetch at open) has been in
-// flight for backgroundQuiet.
+// waitQuiet returns once the command's fetches have given way (see
+// backgroundQuiet) or after backgroundMaxWait.
 func (li *LazyImage) waitQuiet(ctx context.Context) error {
+	deadline := time.Now().Add(backgroundMaxWait)
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		idle := time.Since(time.Unix(0, li.lastRead.Load()))
-		if li.reading.Load() == 0 && idle >= backgroundQuiet {
+		idle := li.act.Idle()
+		if idle >= backgroundQuiet || !time.Now().Before(deadline) {
 			return nil
 		}
-		wait := backgroundQuiet - idle
-		if wait < 5*time.Millisecond {
-			wait = 5 * time.Millisecond
-		}
+		wait := min(max(backgroundQuiet-idle, 5*time.Millisecond), time.Until(deadline))
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -910,16 +904,17 @@ func (li *LazyImage) StartBackground() {
 		case <-li.ctx.Done():
 			return
 		}
+		bctx := remote.Background(li.ctx)
 		for _, ll := range li.Layers {
 			var err error
 			switch {
 			case ll.gz != nil:
-				err = ll.gz.PrefetchAllPaced(li.ctx, backgroundBatch, li.waitQuiet)
+				err = ll.gz.PrefetchAllPaced(bctx, backgroundBatch, li.waitQuiet)
 				if err == nil && !ll.Verified() {
 					err = li.verifyIndexed(ll)
 				}
 			case ll.es != nil:
-				err = ll.es.PrefetchAllPaced(li.ctx, backgroundBatch, li.waitQuiet)
+				err = ll.es.PrefetchAllPaced(bctx, backgroundBatch, li.waitQuiet)
 			}
 			if li.ctx.Err() != nil {
 				return

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/dabba/dabba/fs"
+	"github.com/dabba/dabba/internal/cli"
 	"github.com/dabba/dabba/layers"
 	"github.com/dabba/dabba/store"
 )
@@ -16,7 +17,7 @@ import (
 type image struct {
 	name  string
 	tree  *layers.Tree
-	src   *fs.TarFiles
+	src   fs.LayerReader
 	close func()
 }
 
@@ -94,8 +95,13 @@ func indexFile(p string) (*layers.Index, error) {
 }
 
 // openImage opens IMAGE from the store, or the layer files of --layers,
-// for serving.
+// for serving. An image of the store is read in place from its blobs, as
+// `dabba run` reads it (cli.ImageBlobs); layer files are decompressed once
+// into unlinked files.
 func openImage(g *globals, ref, layerList string) (*image, error) {
+	if layerList == "" {
+		return openStoreImage(g, ref)
+	}
 	name, ls, err := imageLayers(g, ref, layerList)
 	if err != nil {
 		return nil, err
@@ -117,4 +123,37 @@ func openImage(g *globals, ref, layerList string) (*image, error) {
 	im := &image{name: name, tree: tree, src: src}
 	im.close = func() { src.Close() }
 	return im, nil
+}
+
+// openStoreImage opens IMAGE of the store for serving from its blobs.
+func openStoreImage(g *globals, ref string) (*image, error) {
+	s, err := store.Open(g.root)
+	if err != nil {
+		return nil, err
+	}
+	img, err := s.Lookup(ref)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("store %s: %w (or give layer files with --layers)", g.root, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	ixs, bs, err := cli.ImageBlobs(s, img)
+	if err != nil {
+		return nil, err
+	}
+	tree, err := layers.Merge(ixs)
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", img.Name, err)
+	}
+	tmp, err := os.MkdirTemp("", "dabba-fs-")
+	if err != nil {
+		return nil, fmt.Errorf("directory for unpacked zstd layers: %w", err)
+	}
+	blobs, err := fs.OpenBlobs(tmp, bs)
+	os.RemoveAll(tmp) // what it unpacked is open and unlinked
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", img.Name, err)
+	}
+	return &image{name: img.Name, tree: tree, src: blobs, close: func() { blobs.Close() }}, nil
 }

@@ -12,6 +12,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/dabba/dabba/fs"
+	"github.com/dabba/dabba/internal/cli"
 	"github.com/dabba/dabba/layers"
 	"github.com/dabba/dabba/sandbox"
 	"github.com/dabba/dabba/store"
@@ -68,32 +69,9 @@ type fuseRootfs struct {
 // once).
 func prepareFUSE(st *store.Store, img *store.Image, cdir string, maps *sandbox.IDMaps) (*fuseRootfs, error) {
 	start := time.Now()
-	ixs := make([]*layers.Index, 0, len(img.Layers))
-	bs := make([]fs.Blob, 0, len(img.Layers))
-	for _, l := range img.Layers {
-		ix, err := st.LayerIndex(l.Digest)
-		if err != nil {
-			return nil, fmt.Errorf("image %s: %w (pull it again to rebuild the index, or run with --rootfs overlay)", img.Name, err)
-		}
-		sums, err := st.ChunkSums(l.Digest)
-		if err != nil {
-			return nil, fmt.Errorf("image %s: %w", img.Name, err)
-		}
-		b := fs.Blob{
-			Name: l.Digest.String(), Path: st.BlobPath(l.Digest),
-			ChunkSums: sums, ChunkSize: store.BlobChunkSize,
-			Index: ix, DiffID: l.DiffID.String(),
-			SpanDir: st.InflatedDir(l.Digest),
-		}
-		ck, err := st.Checkpoints(l.Digest)
-		switch {
-		case err == nil:
-			b.Checkpoints = ck
-		case !errors.Is(err, os.ErrNotExist):
-			return nil, fmt.Errorf("image %s: %w (pull it again to rebuild it, or run with --rootfs overlay)", img.Name, err)
-		}
-		ixs = append(ixs, ix)
-		bs = append(bs, b)
+	ixs, bs, err := cli.ImageBlobs(st, img)
+	if err != nil {
+		return nil, fmt.Errorf("%w (or run with --rootfs overlay)", err)
 	}
 	tree, err := layers.Merge(ixs)
 	if err != nil {

@@ -78,6 +78,50 @@ type Options struct {
 	// requests (os.TempDir() if empty). The file is unlinked as soon as it
 	// is created, so nothing is left behind.
 	TempDir string
+	// Activity, when not nil, counts the requests in flight that are not
+	// made with a Background context, shared by the Fetchers of an image,
+	// so that its background fetch can give way to them.
+	Activity *Activity
+}
+
+// Activity counts the foreground requests in flight of a group of
+// Fetchers (Options.Activity) and when the last one ended. It is safe for
+// concurrent use.
+type Activity struct {
+	n    atomic.Int64
+	last atomic.Int64 // UnixNano of the last end
+}
+
+// Idle reports how long no foreground request has been in flight (0 while
+// one is; very long for a nil Activity).
+func (a *Activity) Idle() time.Duration {
+	if a == nil {
+		return time.Duration(1<<63 - 1)
+	}
+	if a.n.Load() > 0 {
+		return 0
+	}
+	return time.Since(time.Unix(0, a.last.Load()))
+}
+
+func (a *Activity) begin() { a.n.Add(1) }
+
+func (a *Activity) end() {
+	a.last.Store(time.Now().UnixNano())
+	a.n.Add(-1)
+}
+
+type backgroundKey struct{}
+
+// Background returns a context whose fetches do not count as foreground
+// activity (Options.Activity): a background fetch's own requests.
+func Background(ctx context.Context) context.Context {
+	return context.WithValue(ctx, backgroundKey{}, true)
+}
+
+func isBackground(ctx context.Context) bool {
+	b, _ := ctx.Value(backgroundKey{}).(bool)
+	return b
 }
 
 // Stats counts a Fetcher's traffic, for tests and benchmarks.
@@ -438,6 +482,10 @@ func (f *Fetcher) client() *http.Client {
 // get sends one request for the bytes from off to fill buf and returns how
 // many it got.
 func (f *Fetcher) get(ctx context.Context, off int64, buf []byte) (int, error) {
+	if a := f.opts.Activity; a != nil && !isBackground(ctx) {
+		a.begin()
+		defer a.end()
+	}
 	select {
 	case f.sem <- struct{}{}:
 	case <-ctx.Done():
