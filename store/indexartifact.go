@@ -602,6 +602,31 @@ func (s *Store) PinnedIndex(manifest v1.Hash) (v1.Hash, bool) {
 	return h, true
 }
 
+// Found artifacts: lazy/found/<manifest-hex> holds the digest of the index
+// artifact a lazy run found through the referrers API for that manifest.
+func (s *Store) foundPath(manifest v1.Hash) string {
+	return filepath.Join(s.root, "lazy", "found", manifest.Hex)
+}
+
+func (s *Store) noteFoundIndex(manifest, artifact v1.Hash) error {
+	if err := os.MkdirAll(filepath.Dir(s.foundPath(manifest)), 0o700); err != nil {
+		return err
+	}
+	return s.writeFileAtomic(s.foundPath(manifest), []byte(artifact.String()+"\n"))
+}
+
+func (s *Store) foundIndex(manifest v1.Hash) (v1.Hash, bool) {
+	b, err := os.ReadFile(s.foundPath(manifest))
+	if err != nil {
+		return v1.Hash{}, false
+	}
+	h, err := v1.NewHash(strings.TrimSpace(string(b)))
+	if err != nil || checkHash(h) != nil || !s.hasBlob(h, -1) {
+		return v1.Hash{}, false
+	}
+	return h, true
+}
+
 // foundIndex is an index artifact found for an image, with its per-layer
 // indexes (checked against the layers).
 type foundIndex struct {
@@ -628,6 +653,13 @@ func (s *Store) findIndex(ctx context.Context, c *registryClient, md v1.Hash, ls
 	if requirePinned {
 		return nil, nil
 	}
+	// The artifact an earlier lazy run here found: kept in the store, it
+	// is not looked for again (`dabba gc` forgets it with its blobs).
+	if a, ok := s.foundIndex(md); ok {
+		if fi, err := s.loadIndex(ctx, c, md, a, ls); err == nil {
+			return fi, nil
+		}
+	}
 	cands, n, err := c.referrers(ctx, md)
 	if err != nil {
 		return nil, err
@@ -650,6 +682,9 @@ func (s *Store) findIndex(ctx context.Context, c *registryClient, md v1.Hash, ls
 			continue
 		}
 		fi.fetched += n
+		if err := s.noteFoundIndex(md, d.Digest); err != nil {
+			slog.Debug("index artifact not noted", "stage", "lazy", "err", err)
+		}
 		return fi, nil
 	}
 	if len(errs) > 0 {

@@ -441,7 +441,7 @@ func (s *Store) resolveLazy(ctx context.Context, c *registryClient, id string, p
 	if want == nil {
 		want = HostPlatform()
 	}
-	b, mt, md, err := c.manifest(ctx, id)
+	b, mt, md, err := s.manifestKnown(ctx, c, id)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -460,7 +460,7 @@ func (s *Store) resolveLazy(ctx context.Context, c *registryClient, id string, p
 		if err := s.putBlob(ctx, md, b); err != nil {
 			return nil, nil, err
 		}
-		if b, mt, md, err = c.manifest(ctx, child.Digest.String()); err != nil {
+		if b, mt, md, err = s.manifestKnown(ctx, c, child.Digest.String()); err != nil {
 			return nil, nil, err
 		}
 		if mt.IsIndex() {
@@ -517,6 +517,26 @@ func (s *Store) resolveLazy(ctx context.Context, c *registryClient, id string, p
 		img.Layers = append(img.Layers, Layer{Digest: ld.Digest, DiffID: cfg.RootFS.DiffIDs[i], Size: ld.Size, MediaType: ld.MediaType})
 	}
 	return img, m, nil
+}
+
+// manifestKnown is c.manifest(id), except that a manifest the store
+// already holds (from an earlier lazy run or pull) is not fetched again:
+// a digest is looked up in the store, a tag resolved by a HEAD request
+// first (so a moved tag is still noticed).
+func (s *Store) manifestKnown(ctx context.Context, c *registryClient, id string) ([]byte, types.MediaType, v1.Hash, error) {
+	d, err := v1.NewHash(id)
+	known := err == nil && checkHash(d) == nil
+	if !known {
+		d, known = c.headManifest(ctx, id)
+	}
+	if known && s.hasBlob(d, -1) {
+		if b, err := s.readBlob(d); err == nil && contentDigest(b) == d && len(b) <= maxManifestSize {
+			if mt := sniffMediaType(b); mt != "" {
+				return b, mt, d, nil
+			}
+		}
+	}
+	return c.manifest(ctx, id)
 }
 
 // openLocal makes ll read its blob from the store when a pull left it

@@ -130,6 +130,29 @@ func (c *registryClient) manifest(ctx context.Context, id string) ([]byte, types
 	return b, mt, h, nil
 }
 
+// headManifest asks for the digest of the manifest named by id without its
+// body (HEAD); ok is false when the registry does not say.
+func (c *registryClient) headManifest(ctx context.Context, id string) (v1.Hash, bool) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, c.url("manifests", id), nil)
+	if err != nil {
+		return v1.Hash{}, false
+	}
+	req.Header.Set("Accept", manifestAccept)
+	resp, err := c.client.Do(req)
+	if err != nil {
+		return v1.Hash{}, false
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return v1.Hash{}, false
+	}
+	h, err := v1.NewHash(resp.Header.Get("Docker-Content-Digest"))
+	if err != nil || checkHash(h) != nil {
+		return v1.Hash{}, false
+	}
+	return h, true
+}
+
 // sniffMediaType reads the mediaType field a manifest carries itself.
 func sniffMediaType(b []byte) types.MediaType {
 	var m struct {

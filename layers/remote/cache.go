@@ -239,5 +239,50 @@ func (c *Cache) Prune(maxBytes int64) error {
 	return nil
 }
 
-// Clear removes every piece.
-func (c *Cache) Clear() error { return c.Prune(0) }
+// Clear removes every piece, and the notes.
+func (c *Cache) Clear() error {
+	if err := os.RemoveAll(filepath.Join(c.dir, "meta")); err != nil {
+		return fmt.Errorf("chunk cache: %w", err)
+	}
+	return c.Prune(0)
+}
+
+// PutNote keeps b as the note name (letters, digits and dashes) beside the
+// pieces: what describes cached content without being content-addressed
+// (where an eStargz TOC starts in its blob). The cache does not check
+// notes; the caller checks what GetNote returns. Notes are small and go
+// with Clear.
+func (c *Cache) PutNote(name string, b []byte) error {
+	if name == "" || strings.ContainsAny(name, "/.") {
+		return fmt.Errorf("chunk cache %s: bad note name %q", c.dir, name)
+	}
+	dir := filepath.Join(c.dir, "meta")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("chunk cache: %w", err)
+	}
+	tmp, err := os.CreateTemp(filepath.Join(c.dir, "tmp"), "note-*")
+	if err != nil {
+		return fmt.Errorf("chunk cache: %w", err)
+	}
+	_, err = tmp.Write(b)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), filepath.Join(dir, name))
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("chunk cache: %w", err)
+	}
+	return nil
+}
+
+// GetNote returns the note name, if there is one.
+func (c *Cache) GetNote(name string) ([]byte, bool) {
+	if name == "" || strings.ContainsAny(name, "/.") {
+		return nil, false
+	}
+	b, err := os.ReadFile(filepath.Join(c.dir, "meta", name))
+	return b, err == nil
+}

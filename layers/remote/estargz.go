@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -100,6 +102,19 @@ func OpenEStargz(ctx context.Context, f *Fetcher, tocDigest string, cache *Cache
 		return nil, fmt.Errorf("layer %s: annotation %s: %w", f.digest, TOCDigestAnnotation, err)
 	}
 	size := f.size
+	// A TOC read before (by any run of this user) is in the cache's
+	// notes, with where it starts; checked against the annotation again.
+	note := "estargz-toc-" + hex.EncodeToString(want[:])
+	if cache != nil {
+		if b, ok := cache.GetNote(note); ok && len(b) > 8 {
+			off := int64(binary.BigEndian.Uint64(b[:8]))
+			if Digest(sha256.Sum256(b[8:])) == want && off > 0 && off < size {
+				if e, err := newEStargz(f, cache, want, off, b[8:]); err == nil {
+					return e, nil
+				}
+			}
+		}
+	}
 	tail := make([]byte, min(size, tocTailGuess))
 	if _, err := f.ReadAtContext(ctx, tail, size-int64(len(tail))); err != nil {
 		return nil, fmt.Errorf("layer %s: reading the eStargz footer: %w", f.digest, err)
@@ -129,6 +144,20 @@ func OpenEStargz(ctx context.Context, f *Fetcher, tocDigest string, cache *Cache
 		return nil, fmt.Errorf("layer %s: %w: eStargz TOC has digest %s, the layer's %s annotation says %s; the registry serves a damaged or different blob",
 			f.digest, ErrVerify, got, TOCDigestAnnotation, want)
 	}
+	e, err := newEStargz(f, cache, want, tocOff, jsonTOC)
+	if err != nil {
+		return nil, err
+	}
+	if cache != nil {
+		if err := cache.PutNote(note, append(binary.BigEndian.AppendUint64(nil, uint64(tocOff)), jsonTOC...)); err != nil {
+			logCacheError(err)
+		}
+	}
+	return e, nil
+}
+
+// newEStargz makes the reader of a layer from its verified TOC JSON.
+func newEStargz(f *Fetcher, cache *Cache, want Digest, tocOff int64, jsonTOC []byte) (*EStargz, error) {
 	var toc estargz.JTOC
 	if err := json.Unmarshal(jsonTOC, &toc); err != nil {
 		return nil, fmt.Errorf("layer %s: eStargz TOC JSON: %w", f.digest, err)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -168,14 +169,32 @@ func TestEStargz(t *testing.T) {
 
 			checkEStargz(t, g, e)
 
-			// Again with the same cache: only the footer and TOC are fetched,
-			// in two requests when the first does not reach the TOC.
-			defer func(n int64) { tocTailGuess = n }(tocTailGuess)
-			tocTailGuess = 100
+			// Again with the same cache: nothing is fetched, the TOC too
+			// comes from the cache (a note, checked against the
+			// annotation).
 			e2, f2 := openEStargz(t, u, g, cache)
 			checkEStargz(t, g, e2)
-			if s := f2.Stats(); s.Requests != 2 {
-				t.Errorf("second reader: %+v, want only the footer and TOC requests", s)
+			if s := f2.Stats(); s.Requests != 0 {
+				t.Errorf("second reader: %+v, want nothing fetched", s)
+			}
+			// A damaged note is not used: the footer and TOC are
+			// fetched, in two requests when the first does not reach
+			// the TOC.
+			notes, _ := filepath.Glob(filepath.Join(cache.Dir(), "meta", "estargz-toc-*"))
+			if len(notes) != 1 {
+				t.Fatalf("TOC notes: %q", notes)
+			}
+			b, _ := os.ReadFile(notes[0])
+			b[len(b)-3] ^= 1
+			if err := os.WriteFile(notes[0], b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			defer func(n int64) { tocTailGuess = n }(tocTailGuess)
+			tocTailGuess = 100
+			e3, f3 := openEStargz(t, u, g, cache)
+			checkEStargz(t, g, e3)
+			if s := f3.Stats(); s.Requests != 2 {
+				t.Errorf("reader with a damaged note: %+v, want only the footer and TOC requests", s)
 			}
 		})
 	}
