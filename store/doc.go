@@ -41,6 +41,12 @@
 //	                       the digest of the index artifact `dabba index push`
 //	                       built here for the image with that manifest
 //	                       (trusted: built from verified blobs).
+//	lazy/found/<manifest-hex>
+//	                       the digest of the index artifact a lazy run found
+//	                       through the referrers API for that manifest: used
+//	                       again while its blobs are in the store, without
+//	                       asking the registry (a newer artifact pushed
+//	                       since is seen after `dabba gc`).
 //	lazy/learned/<manifest-hex>
 //	                       the files the lazy runs of that image read, one
 //	                       path a line in order of first read, and beside
