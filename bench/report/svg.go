@@ -119,7 +119,12 @@ func WriteSVG(w io.Writer, title string, rows []Row, contenders []string, scenar
 				fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#222"/>`+"\n", cx, ymin, cx, ymax)
 				fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" font-size="9" text-anchor="middle">%s</text>`+"\n", cx, ymax-3, Seconds(r.Median))
 			}
-			fmt.Fprintf(&b, `<text x="%.1f" y="%d" font-size="11" text-anchor="middle">%s</text>`+"\n", gx+groupW/2, base+15, html.EscapeString(im))
+			// "image (form)" on two lines: side by side they overlap.
+			name, form, hasForm := strings.Cut(im, " (")
+			fmt.Fprintf(&b, `<text x="%.1f" y="%d" font-size="11" text-anchor="middle">%s</text>`+"\n", gx+groupW/2, base+15, html.EscapeString(name))
+			if hasForm {
+				fmt.Fprintf(&b, `<text x="%.1f" y="%d" font-size="10" text-anchor="middle">(%s</text>`+"\n", gx+groupW/2, base+27, html.EscapeString(form))
+			}
 		}
 		y0 += panelH
 	}
