@@ -41,6 +41,10 @@
 //	                       the digest of the index artifact `dabba index push`
 //	                       built here for the image with that manifest
 //	                       (trusted: built from verified blobs).
+//	lazy/tags/<sha256 of repository:tag>
+//	                       the manifest digest a lazy run resolved the tag
+//	                       to: the next lazy run asks the registry with HEAD
+//	                       and reads the manifest from blobs/ when unchanged.
 //	lazy/found/<manifest-hex>
 //	                       the digest of the index artifact a lazy run found
 //	                       through the referrers API for that manifest: used

@@ -519,15 +519,29 @@ func (s *Store) resolveLazy(ctx context.Context, c *registryClient, id string, p
 	return img, m, nil
 }
 
+// lazyTagPath is lazy/tags/<sha256 of repository:tag>: the digest a lazy
+// run last resolved the tag to.
+func (s *Store) lazyTagPath(repo, tag string) string {
+	h := sha256.Sum256([]byte(repo + ":" + tag))
+	return filepath.Join(s.root, "lazy", "tags", hex.EncodeToString(h[:]))
+}
+
 // manifestKnown is c.manifest(id), except that a manifest the store
 // already holds (from an earlier lazy run or pull) is not fetched again:
 // a digest is looked up in the store, a tag resolved by a HEAD request
 // first (so a moved tag is still noticed).
+//
+// Only a tag a lazy run resolved before (lazy/tags/) is asked with HEAD: a
+// first run goes straight to GET, saving a round trip.
 func (s *Store) manifestKnown(ctx context.Context, c *registryClient, id string) ([]byte, types.MediaType, v1.Hash, error) {
 	d, err := v1.NewHash(id)
 	known := err == nil && checkHash(d) == nil
-	if !known {
-		d, known = c.headManifest(ctx, id)
+	tag := !known
+	tagFile := s.lazyTagPath(c.repo.Name(), id)
+	if tag {
+		if _, err := os.Stat(tagFile); err == nil {
+			d, known = c.headManifest(ctx, id)
+		}
 	}
 	if known && s.hasBlob(d, -1) {
 		if b, err := s.readBlob(d); err == nil && contentDigest(b) == d && len(b) <= maxManifestSize {
@@ -536,7 +550,15 @@ func (s *Store) manifestKnown(ctx context.Context, c *registryClient, id string)
 			}
 		}
 	}
-	return c.manifest(ctx, id)
+	b, mt, md, err := c.manifest(ctx, id)
+	if err == nil && tag {
+		// Noted for the next run (the manifest itself is kept in blobs/
+		// by the caller).
+		if os.MkdirAll(filepath.Dir(tagFile), 0o700) == nil {
+			s.writeFileAtomic(tagFile, []byte(md.String()+"\n"))
+		}
+	}
+	return b, mt, md, err
 }
 
 // openLocal makes ll read its blob from the store when a pull left it
@@ -874,7 +896,8 @@ func (li *LazyImage) WaitPrefetch() error {
 // prefetches.
 func (li *LazyImage) Learned() []string { return li.learned }
 
-// Background fetch pacing: it fetches backgroundBatch bytes at a time.
+// Background fetch pacing: it starts backgroundDelay after the prefetch at
+// open, and fetches backgroundBatch bytes at a time.
 // Each batch waits until no request for the command's reads (nor the
 // prefetch at open) has been in flight for backgroundQuiet, but at most
 // backgroundMaxWait: a command that reads without pause (tar of the whole
@@ -882,6 +905,7 @@ func (li *LazyImage) Learned() []string { return li.learned }
 // the background fetch, which ends with the whole image local, is what
 // makes such a command fast.
 const (
+	backgroundDelay   = time.Second
 	backgroundBatch   = 1 << 20
 	backgroundQuiet   = 50 * time.Millisecond
 	backgroundMaxWait = 100 * time.Millisecond
@@ -922,6 +946,16 @@ func (li *LazyImage) StartBackground() {
 		select {
 		case <-li.prefetched:
 		case <-li.ctx.Done():
+			return
+		}
+		// The first moments of a command are when it reads most and
+		// when its start is measured: the background fetch waits, and
+		// leaves it the link and the CPU (hashing, inflating to check).
+		t := time.NewTimer(backgroundDelay)
+		select {
+		case <-t.C:
+		case <-li.ctx.Done():
+			t.Stop()
 			return
 		}
 		bctx := remote.Background(li.ctx)
