@@ -789,7 +789,9 @@ func (li *LazyImage) prefetchFiles(ctx context.Context, paths []string, esOnly b
 
 // startPrefetch prefetches at open: the ranges learnt from earlier runs
 // here (else those of the index artifact's prefetch list), or for older
-// records the files; then the eStargz layers' landmark files.
+// records the files; the eStargz layers' landmark files only when no run
+// here has recorded what it reads (the image's list is for a first run:
+// what this machine's runs read supersedes it, as for the index's list).
 func (li *LazyImage) startPrefetch() {
 	defer close(li.prefetched)
 	start := time.Now()
@@ -808,7 +810,7 @@ func (li *LazyImage) startPrefetch() {
 		errs = append(errs, err)
 	}
 	for _, ll := range li.Layers {
-		if ll.es != nil {
+		if ll.es != nil && len(li.learned) == 0 {
 			if err := ll.es.Prefetch(li.ctx); err != nil {
 				errs = append(errs, err)
 			}
