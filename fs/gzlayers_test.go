@@ -226,4 +226,12 @@ func TestSpanDir(t *testing.T) {
 	if b2, _ := os.ReadFile(files[1]); bytes.Equal(b, b2) {
 		t.Fatal("damaged span file not replaced")
 	}
+	// A truncated one (a disk that filled up) too.
+	if err := os.Truncate(files[2], 100); err != nil {
+		t.Fatal(err)
+	}
+	readAll()
+	if fi, err := os.Stat(files[2]); err != nil || fi.Size() <= 100 {
+		t.Fatalf("truncated span file not replaced: %v %v", fi, err)
+	}
 }

@@ -12,6 +12,8 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -690,6 +692,50 @@ func TestLazyForgedIndex(t *testing.T) {
 		}
 	})
 
+	t.Run("windows missing or wrong", func(t *testing.T) {
+		// An index without its windows blob, and one whose windows blob
+		// is another layer's: refused, the layers fetched whole, the
+		// notice says why.
+		only := blobOf(pimg.Layers[0], build(0))[:1]
+		wrongW := blobOf(pimg.Layers[0], build(0))
+		w := append(bytes.Clone(wrongW[1].b), 'x')
+		wrongW[1] = indexBlob{b: w, d: contentDigest(w), layer: pimg.Layers[0].Digest, mt: IndexWindowsMediaType}
+		for repo, want := range map[string]string{
+			"lazy/nowindows":    "has no windows blob",
+			"lazy/wrongwindows": "windows blob of layer",
+		} {
+			blobs := only
+			if repo == "lazy/wrongwindows" {
+				blobs = wrongW
+			}
+			ref := push(repo, blobs)
+			li := openLazy(t, openTemp(t), ref, LazyOptions{NoPrefetch: true})
+			if got := kinds(li); got[0] != KindFetched {
+				t.Errorf("%s: kinds %v", repo, got)
+			}
+			if !strings.Contains(li.Notice, "refused") || !strings.Contains(li.Notice, want) {
+				t.Errorf("%s: notice %q, want %q in it", repo, li.Notice, want)
+			}
+		}
+	})
+
+	t.Run("bad prefetch list", func(t *testing.T) {
+		// A prefetch list that is not JSON, or names absurd ranges, costs
+		// the prefetch, not the run: the layers are still lazy.
+		for i, junk := range []string{"not json", `{"ranges":[{"layer":"sha256:` + strings.Repeat("a", 64) + `","offset":-5,"length":1}]}`} {
+			pl := indexBlob{b: []byte(junk), d: contentDigest([]byte(junk)), mt: IndexPrefetchMediaType}
+			ref := push(fmt.Sprintf("lazy/badprefetch%d", i), blobOf(pimg.Layers[0], build(0)), blobOf(pimg.Layers[1], build(1)), blobOf(pimg.Layers[2], build(2)), []indexBlob{pl})
+			li := openLazy(t, openTemp(t), ref, LazyOptions{})
+			if err := li.WaitPrefetch(); err != nil {
+				t.Errorf("prefetch with a bad list: %v", err)
+			}
+			if got := kinds(li); !slices.Equal(got, []LazyKind{KindIndexed, KindIndexed, KindIndexed}) || len(li.prefetch) != 0 {
+				t.Errorf("bad list %q: kinds %v, %d ranges prefetched", junk, got, len(li.prefetch))
+			}
+			lazyContents(t, li)
+		}
+	})
+
 	t.Run("forged entries", func(t *testing.T) {
 		x := build(0)
 		var a, b int = -1, -1
@@ -838,5 +884,56 @@ func TestLazyRangeIgnored(t *testing.T) {
 	sameContents(t, lazyContents(t, li), want)
 	if st := li.Stats(); st.RangeIgnored == 0 {
 		t.Errorf("stats %+v: the proxy's 200s not seen", st)
+	}
+}
+
+// TestLazyMovedTagAndDamagedRecords: a tag moved to another image since
+// the last lazy run gives the new image (the HEAD sees the new digest),
+// and damaged records of earlier runs (learned ranges, tag, found index)
+// are ignored, not trusted.
+func TestLazyMovedTagAndDamagedRecords(t *testing.T) {
+	host := referrersRegistry(t)
+	ctx := context.Background()
+	one := testenv.ImageOfTars(t, layertest.Tar(layertest.Dir("etc"), layertest.File("etc/v", "one\n")))
+	two := testenv.ImageOfTars(t, layertest.Tar(layertest.Dir("etc"), layertest.File("etc/v", "two\n")))
+	ref := testenv.Push(t, one, host, "lazy/moving:1")
+	if _, err := openTemp(t).PushIndex(ctx, ref, IndexPushOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s := openTemp(t)
+	read := func() string {
+		t.Helper()
+		li := openLazy(t, s, ref, LazyOptions{})
+		li.WaitPrefetch()
+		v := lazyContents(t, li)["etc/v"]
+		if err := li.Close(); err != nil { // saves what it read
+			t.Fatal(err)
+		}
+		return v
+	}
+	if got := read(); got != "one\n" {
+		t.Fatalf("first run: %q", got)
+	}
+	// Damage every record the run left.
+	for _, dir := range []string{"learned", "tags", "found"} {
+		files, _ := filepath.Glob(filepath.Join(s.root, "lazy", dir, "*"))
+		if len(files) == 0 {
+			t.Fatalf("no record in lazy/%s", dir)
+		}
+		for _, f := range files {
+			if err := os.WriteFile(f, []byte("garbage\x00{"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if got := read(); got != "one\n" {
+		t.Fatalf("run with damaged records: %q", got)
+	}
+	testenv.Push(t, two, host, "lazy/moving:1")
+	if _, err := openTemp(t).PushIndex(ctx, ref, IndexPushOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(); got != "two\n" {
+		t.Fatalf("after the tag moved: %q, want the new image", got)
 	}
 }
