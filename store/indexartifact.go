@@ -413,17 +413,14 @@ func (s *Store) PushIndex(ctx context.Context, ref string, opts IndexPushOptions
 	}
 
 	if len(learned) > 0 {
-		if rs := learned; len(rs) > 0 {
-			pl := prefetchList{Ranges: rs, Files: s.readLearned(img.ManifestDigest)}
-			b, err := json.Marshal(pl)
-			if err != nil {
-				return nil, err
-			}
-			blobs = append(blobs, indexBlob{b: b, d: contentDigest(b), mt: IndexPrefetchMediaType})
-			res.PrefetchRanges = len(rs)
-			for _, r := range rs {
-				res.PrefetchBytes += r.Length
-			}
+		b, err := json.Marshal(prefetchList{Ranges: learned, Files: s.readLearned(img.ManifestDigest)})
+		if err != nil {
+			return nil, err
+		}
+		blobs = append(blobs, indexBlob{b: b, d: contentDigest(b), mt: IndexPrefetchMediaType})
+		res.PrefetchRanges = len(learned)
+		for _, r := range learned {
+			res.PrefetchBytes += r.Length
 		}
 	}
 
@@ -736,6 +733,7 @@ func (s *Store) loadIndex(ctx context.Context, c *registryClient, md, a v1.Hash,
 		layer Layer
 	}
 	var jobs []job
+	queued := map[v1.Hash]bool{}
 	var prefetchDesc *v1.Descriptor
 	fi.windows = map[v1.Hash]v1.Descriptor{}
 	for _, d := range m.Layers {
@@ -769,11 +767,8 @@ func (s *Store) loadIndex(ctx context.Context, c *registryClient, md, a v1.Hash,
 			}
 			continue
 		}
-		dup := false
-		for _, j := range jobs {
-			dup = dup || j.layer.Digest == lh
-		}
-		if !dup {
+		if !queued[lh] {
+			queued[lh] = true
 			jobs = append(jobs, job{d, l})
 		}
 	}

@@ -14,8 +14,8 @@ import (
 // image's gzip layers and push it beside the image as an OCI artifact.
 func newIndexCmd(g *globals) *command {
 	fs := pflag.NewFlagSet("index", pflag.ContinueOnError)
-	platform := fs.String("platform", "", "choose os/arch[/variant] from a multi-arch image (default: this host's)")
-	tlsVerify := fs.Bool("tls-verify", true, "require HTTPS with a verified certificate (loopback registries may use HTTP anyway)")
+	var rf registryFlags
+	rf.add(fs)
 	quiet := fs.BoolP("quiet", "q", false, "print only the index artifact's digest")
 	noPrefetch := fs.Bool("no-prefetch", false, "leave out the prefetch list (what earlier `dabba run --lazy` runs of the image here read at start)")
 	return &command{
@@ -27,14 +27,11 @@ func newIndexCmd(g *globals) *command {
 			if len(args) != 2 || args[0] != "push" {
 				return &exitError{code: exitUsageStatus, err: errors.New("want `dabba index push IMAGE`, e.g. dabba index push registry.example.com/app:1")}
 			}
-			opts := store.IndexPushOptions{Insecure: !*tlsVerify, NoPrefetch: *noPrefetch}
-			if *platform != "" {
-				p, err := store.ParsePlatform(*platform)
-				if err != nil {
-					return &exitError{code: exitUsageStatus, err: err}
-				}
-				opts.Platform = p
+			platform, insecure, err := rf.parse()
+			if err != nil {
+				return err
 			}
+			opts := store.IndexPushOptions{Platform: platform, Insecure: insecure, NoPrefetch: *noPrefetch}
 			if !*quiet {
 				opts.Progress = g.stderr
 			}

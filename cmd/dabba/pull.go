@@ -12,8 +12,8 @@ import (
 
 func newPullCmd(g *globals) *command {
 	fs := pflag.NewFlagSet("pull", pflag.ContinueOnError)
-	platform := fs.String("platform", "", "choose os/arch[/variant] from a multi-arch image (default: this host's)")
-	tlsVerify := fs.Bool("tls-verify", true, "require HTTPS with a verified certificate (loopback registries may use HTTP anyway)")
+	var rf registryFlags
+	rf.add(fs)
 	quiet := fs.BoolP("quiet", "q", false, "print only the image ID")
 	jobs := fs.Int("jobs", store.DefaultJobs, "layers to fetch at once")
 	return &command{
@@ -25,17 +25,14 @@ func newPullCmd(g *globals) *command {
 			if len(args) != 1 {
 				return &exitError{code: exitUsageStatus, err: errors.New("want exactly one IMAGE, e.g. dabba pull alpine")}
 			}
-			opts := store.PullOptions{Insecure: !*tlsVerify, Quiet: *quiet, Jobs: *jobs}
 			if *jobs < 1 {
 				return &exitError{code: exitUsageStatus, err: fmt.Errorf("--jobs %d: want 1 or more", *jobs)}
 			}
-			if *platform != "" {
-				p, err := store.ParsePlatform(*platform)
-				if err != nil {
-					return &exitError{code: exitUsageStatus, err: err}
-				}
-				opts.Platform = p
+			platform, insecure, err := rf.parse()
+			if err != nil {
+				return err
 			}
+			opts := store.PullOptions{Platform: platform, Insecure: insecure, Quiet: *quiet, Jobs: *jobs}
 			if !*quiet {
 				opts.Progress = g.stderr
 			}

@@ -131,21 +131,8 @@ func (c *Cache) Put(d Digest, b []byte) error {
 	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 		return fmt.Errorf("chunk cache: %w", err)
 	}
-	tmp, err := os.CreateTemp(filepath.Join(c.dir, "tmp"), "piece-*")
-	if err != nil {
-		return fmt.Errorf("chunk cache: %w", err)
-	}
-	_, werr := tmp.Write(b)
-	cerr := tmp.Close()
-	if werr == nil {
-		werr = cerr
-	}
-	if werr == nil {
-		werr = os.Rename(tmp.Name(), p)
-	}
-	if werr != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("chunk cache: storing %s: %w", d, werr)
+	if err := c.writeFile(p, b); err != nil {
+		return fmt.Errorf("chunk cache: storing %s: %w", d, err)
 	}
 	t := c.now()
 	os.Chtimes(p, t, t)
@@ -260,22 +247,30 @@ func (c *Cache) PutNote(name string, b []byte) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("chunk cache: %w", err)
 	}
-	tmp, err := os.CreateTemp(filepath.Join(c.dir, "tmp"), "note-*")
+	if err := c.writeFile(filepath.Join(dir, name), b); err != nil {
+		return fmt.Errorf("chunk cache: note %s: %w", name, err)
+	}
+	return nil
+}
+
+// writeFile writes b to p atomically: a temporary file in tmp/, renamed
+// into place, so a reader sees all of it or nothing.
+func (c *Cache) writeFile(p string, b []byte) error {
+	tmp, err := os.CreateTemp(filepath.Join(c.dir, "tmp"), "piece-*")
 	if err != nil {
-		return fmt.Errorf("chunk cache: %w", err)
+		return err
 	}
 	_, err = tmp.Write(b)
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp.Name(), filepath.Join(dir, name))
+		err = os.Rename(tmp.Name(), p)
 	}
 	if err != nil {
 		os.Remove(tmp.Name())
-		return fmt.Errorf("chunk cache: %w", err)
 	}
-	return nil
+	return err
 }
 
 // GetNote returns the note name, if there is one.

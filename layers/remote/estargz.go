@@ -603,12 +603,9 @@ func (e *EStargz) fetchFiles(ctx context.Context, paths []string) error {
 	return g.Wait()
 }
 
-// getBatched fetches pieces a few MiB at a time, so that a whole layer's
-// worth is never held in memory at once.
-func (e *EStargz) getBatched(ctx context.Context, ps []piece) error {
-	return e.getBatchedPaced(ctx, ps, 0, nil)
-}
-
+// getBatchedPaced fetches pieces about batch bytes (16 MiB when 0) at a
+// time, so that a whole layer's worth is never held in memory at once,
+// calling wait (when not nil) before each batch.
 func (e *EStargz) getBatchedPaced(ctx context.Context, ps []piece, batch int64, wait func(context.Context) error) error {
 	if batch <= 0 {
 		batch = 16 << 20
