@@ -32,6 +32,26 @@
 // GETXATTR with ENOSYS too, so exec and ls -l stop asking. Once warm, a
 // walk or a read of the whole tree makes no request at all.
 //
+// A fresh mount is another matter: each container has a mount of its own
+// (it lives exactly as long as the container), so its first walk pays a
+// round trip for every directory (two READDIRPLUS: the entries, then the
+// empty one that ends the listing), every symlink (READLINK) and every
+// file (READ, more for a large one), and on a virtual machine a round trip
+// between two CPUs costs 60-140 µs (measured: 20 µs per LOOKUP with the
+// server and the caller pinned to one CPU, 70-140 µs unpinned). The
+// server cannot answer a listing or a symlink before it is asked, but it
+// can write file contents into the page cache unasked (FUSE notify store):
+// with Options.PushAhead, a reader walking the tree in order gets the next
+// files pushed ahead of it, and a file read through gets its next
+// megabytes pushed in growing windows (push.go). Measured on a fresh
+// mount of the bench's images, `tar -cf - usr | wc -c` on the mount
+// point, 3 runs each: Debian minbase (5,500 files, 116 MB) 6,552 READ
+// requests and 0.85-0.93 s without pushes, 351 and 0.48-0.57 s with them;
+// the large image (576 MB) 17,751 READs and 2.3-2.5 s, 1,071 and 1.0-1.4 s.
+// What remains is the listings and symlinks (1,383 READDIRPLUS and 604
+// READLINK for minbase) and the copying. A walk that only lists (find)
+// gets nothing pushed.
+//
 // Errors become a fuse.Status only in the FUSE methods (ops.go). A failed
 // read of a layer is recorded (Options.OnError, FS.Errors) and the reader
 // gets EIO; a LayerReader never hands back bytes it cannot vouch for

@@ -50,6 +50,11 @@ type Options struct {
 	// layer); the reader sees EIO. Nil logs with slog at error level.
 	// It is called concurrently.
 	OnError func(error)
+	// PushAhead writes the contents of the next files into the kernel's
+	// page cache while a reader reads the tree in order (see push.go).
+	// Only for a LayerReader whose bytes are local: a push reads files
+	// nobody asked for yet.
+	PushAhead bool
 }
 
 // DefaultTimeout is the entry and attribute timeout given to the kernel
@@ -87,6 +92,10 @@ type FS struct {
 	// and ls -l.
 	xattrs bool
 
+	push *pusher // nil without Options.PushAhead; its server is set by Init
+
+	reads atomic.Int64 // READ requests
+
 	nerrs    atomic.Int64
 	errMu    sync.Mutex
 	firstErr error
@@ -113,6 +122,9 @@ func New(tree Tree, src LayerReader, opts Options) (*FS, error) {
 	}
 	if f.timeout <= 0 {
 		f.timeout = DefaultTimeout
+	}
+	if opts.PushAhead {
+		f.push = &pusher{f: f}
 	}
 	// Number the parents of directories, checking that every child is a
 	// node of the tree (a Tree built otherwise than by layers.Merge).
@@ -149,6 +161,27 @@ func New(tree Tree, src LayerReader, opts Options) (*FS, error) {
 		return nil, err
 	}
 	return f, nil
+}
+
+// Stats are counts of a filesystem's work, for the debug log and tests.
+type Stats struct {
+	// Reads counts the READ requests the kernel sent: reads of file
+	// contents its page cache could not answer.
+	Reads int64
+	// Pushed counts the bytes pushed into the kernel's page cache ahead
+	// of a reader (Options.PushAhead).
+	Pushed int64
+}
+
+// Stats returns the counts of the work done so far.
+func (f *FS) Stats() Stats {
+	st := Stats{Reads: f.reads.Load()}
+	if p := f.push; p != nil {
+		p.mu.Lock()
+		st.Pushed = p.pushed
+		p.mu.Unlock()
+	}
+	return st
 }
 
 // Errors returns how many errors the filesystem met while serving, and the

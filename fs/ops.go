@@ -94,6 +94,14 @@ func (f *FS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrO
 	return fuse.OK
 }
 
+// Init implements fuse.RawFileSystem: it is called once the kernel and
+// the server have agreed on the protocol, before any other request.
+func (f *FS) Init(srv *fuse.Server) {
+	if f.push != nil {
+		f.push.srv = srv
+	}
+}
+
 // Open implements fuse.RawFileSystem. It answers ENOSYS: the kernel then
 // never sends OPEN or RELEASE again (no_open, Linux 4.19) and opens every
 // file as if with FOPEN_KEEP_CACHE, sparing two round trips per open(2).
@@ -112,7 +120,14 @@ func (f *FS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.Rea
 	if n.Type != layers.TypeReg {
 		return nil, fuse.EINVAL
 	}
+	f.reads.Add(1)
 	off := int64(in.Offset)
+	if f.push != nil {
+		if off == 0 {
+			f.push.read(n.Ino)
+		}
+		f.push.readOn(n, off, int64(in.Size))
+	}
 	if off >= n.Size {
 		return fuse.ReadResultData(nil), fuse.OK
 	}
@@ -184,6 +199,10 @@ func (f *FS) readDir(in *fuse.ReadIn, out *fuse.DirEntryList, plus bool) fuse.St
 		return fuse.ENOTDIR
 	}
 	kids := d.Children()
+	if in.Offset >= uint64(len(kids))+2 && f.push != nil {
+		// The end of the listing: a walker reads the files next.
+		f.push.listed(d.Ino)
+	}
 	for off := in.Offset; off < uint64(len(kids))+2; off++ {
 		var e fuse.DirEntry
 		var n *layers.Node

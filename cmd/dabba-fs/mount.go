@@ -16,6 +16,7 @@ func newMountCmd(g *globals) *command {
 	layerList := flags.String("layers", "", "serve these layer files (tar, tar.gz or tar.zst; comma-separated, bottom first) instead of IMAGE")
 	debug := flags.BoolP("debug", "d", false, "log every FUSE request and reply")
 	allowOther := flags.Bool("allow-other", false, "let other users use the mount (outside a user namespace, an unprivileged user needs user_allow_other in /etc/fuse.conf)")
+	pushAhead := flags.Bool("push-ahead", true, "while a reader reads the tree in order (tar, cp -a) or a file through, write what it will read next into the kernel's page cache before it asks")
 	uidOffset := flags.Uint32("uid-offset", 0, "add this to every file's uid (for a mount made outside the user namespace that will use it)")
 	gidOffset := flags.Uint32("gid-offset", 0, "add this to every file's gid")
 	fuseFD := flags.Int("fuse-fd", -1, "serve this inherited /dev/fuse descriptor, already mounted by the process that passed it, instead of mounting")
@@ -53,7 +54,7 @@ func newMountCmd(g *globals) *command {
 				return err
 			}
 			defer im.close()
-			opts := fs.Options{}
+			opts := fs.Options{PushAhead: *pushAhead}
 			if *uidOffset != 0 || *gidOffset != 0 {
 				opts.IDs = fs.Shift(*uidOffset, *gidOffset)
 			}

@@ -81,7 +81,9 @@ func prepareFUSE(st *store.Store, img *store.Image, cdir string, maps *sandbox.I
 	if err != nil {
 		return nil, fmt.Errorf("image %s: %w", img.Name, err)
 	}
-	fsys, err := fs.New(tree, blobs, fuseOptions(maps))
+	opts := fuseOptions(maps)
+	opts.PushAhead = true // the blobs are local
+	fsys, err := fs.New(tree, blobs, opts)
 	if err != nil {
 		blobs.Close()
 		return nil, fmt.Errorf("image %s: %w", img.Name, err)
@@ -173,6 +175,8 @@ func (r *fuseRootfs) startBackground() {
 // traffic of the run (at debug level: "lazy: fetched N bytes in M
 // requests").
 func (r *fuseRootfs) close() {
+	fst := r.fsys.Stats()
+	slog.Debug(fmt.Sprintf("fuse: %d reads, %d bytes pushed ahead", fst.Reads, fst.Pushed), "stage", "fs", "image", r.image)
 	if r.blobs != nil {
 		r.blobs.Close()
 	}
