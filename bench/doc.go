@@ -26,5 +26,6 @@
 // Scenarios: cold pull (empty store); cold pull-to-shell (empty store, until
 // a command that touches the image has finished); warm start (/bin/true,
 // image local); read-heavy (find and tar over the image inside the
-// container). A contender or mode that fails is a failed row with its error.
+// container, each walk done twice and also timed inside the container by
+// mark lines the command prints: the -1st and -2nd rows). A contender or mode that fails is a failed row with its error.
 package main

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dabba/dabba/bench/images"
 	"github.com/dabba/dabba/bench/report"
@@ -248,5 +250,57 @@ func TestIsLoopback(t *testing.T) {
 		if got := isLoopback(addr); got != want {
 			t.Errorf("isLoopback(%s) = %v, want %v", addr, got, want)
 		}
+	}
+}
+
+// TestMarkWriter: mark lines are noted when they arrive, also when split
+// across writes, and kept out of the output; other lines pass through.
+func TestMarkWriter(t *testing.T) {
+	var out tail
+	start := time.Now()
+	m := &markWriter{start: start, out: &out}
+	for _, w := range []string{mark + "\n6660\n", "dabba-", "bench-mark\n", "6660\n" + mark, "\n", "not a " + mark + "\n"} {
+		if n, err := m.Write([]byte(w)); n != len(w) || err != nil {
+			t.Fatalf("Write(%q) = %d, %v", w, n, err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if len(m.at) != 3 {
+		t.Fatalf("%d marks noted, want 3", len(m.at))
+	}
+	if !(m.at[0] < m.at[1] && m.at[1] < m.at[2]) {
+		t.Errorf("marks not in order: %v", m.at)
+	}
+	if got, want := out.String(), "6660\n6660\nnot a "+mark+"\n"; got != want {
+		t.Errorf("output %q, want %q", got, want)
+	}
+}
+
+// TestWithPasses: a read-heavy run is split into the first walk, the
+// second, and the run less the second walk; a run without three marks, or
+// a failed one, is kept as it is.
+func TestWithPasses(t *testing.T) {
+	r := report.Run{Scenario: scFind, Image: "alpine", Form: "gzip", Contender: "dabba-fuse", Rep: 2, Seconds: 0.5, BytesFetched: 7, MaxRSSKiB: 9}
+	ms := []time.Duration{100 * time.Millisecond, 300 * time.Millisecond, 350 * time.Millisecond}
+	got := withPasses(r, ms)
+	if len(got) != 3 {
+		t.Fatalf("%d runs, want 3", len(got))
+	}
+	near := func(a, b float64) bool { return math.Abs(a-b) < 1e-9 }
+	if g := got[0]; g.Scenario != scFind || !near(g.Seconds, 0.45) || g.BytesFetched != 7 || g.MaxRSSKiB != 9 {
+		t.Errorf("the run: %+v, want 0.45 s with its bytes and RSS", g)
+	}
+	if g := got[1]; g.Scenario != scFind+sfx1st || !near(g.Seconds, 0.2) || g.Rep != 2 || g.Contender != "dabba-fuse" || g.BytesFetched != 0 {
+		t.Errorf("first walk: %+v", g)
+	}
+	if g := got[2]; g.Scenario != scFind+sfx2nd || !near(g.Seconds, 0.05) {
+		t.Errorf("second walk: %+v", g)
+	}
+	if got := withPasses(r, ms[:2]); len(got) != 1 || got[0] != r {
+		t.Errorf("two marks: %+v", got)
+	}
+	r.Err = "exit status 1"
+	if got := withPasses(r, ms); len(got) != 1 || got[0] != r {
+		t.Errorf("failed run: %+v", got)
 	}
 }

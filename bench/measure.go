@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -19,7 +20,10 @@ type result struct {
 	Elapsed   time.Duration
 	MaxRSSKiB int64
 	Stdout    string
-	Err       error // the exit status with the tail of stderr
+	// Marks are the times since the start at which the command's mark
+	// lines reached the harness (see passes).
+	Marks []time.Duration
+	Err   error // the exit status with the tail of stderr
 }
 
 // exec runs argv as the benchmark user in dir, with the user's environment
@@ -60,13 +64,14 @@ func (h *harness) execLog(ctx context.Context, argv []string, dir string, extra 
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
 	var stdout, stderr tail
-	cmd.Stdout, cmd.Stderr = &stdout, io.Writer(&stderr)
+	start := time.Now()
+	marks := &markWriter{start: start, out: &stdout}
+	cmd.Stdout, cmd.Stderr = marks, io.Writer(&stderr)
 	if log != nil {
 		cmd.Stderr = io.MultiWriter(&stderr, log)
 	}
-	start := time.Now()
 	err := cmd.Run()
-	r := result{Elapsed: time.Since(start), Stdout: stdout.String()}
+	r := result{Elapsed: time.Since(start), Stdout: stdout.String(), Marks: marks.at}
 	if rssFile != "" {
 		r.MaxRSSKiB = readRSS(rssFile)
 	} else if cmd.ProcessState != nil {
@@ -123,6 +128,37 @@ func (h *harness) userEnv() []string {
 		"XDG_RUNTIME_DIR=" + h.runtimeDir,
 		"TMPDIR=" + h.tmpDir,
 	}
+}
+
+// markWriter notes when each mark line goes through it, and passes every
+// other line on to out. exec.Cmd copies the command's output to it as it
+// comes, so a mark is noted within microseconds of its echo.
+type markWriter struct {
+	start time.Time
+	out   io.Writer
+	line  []byte // an unfinished line
+	at    []time.Duration
+}
+
+func (m *markWriter) Write(p []byte) (int, error) {
+	now := time.Since(m.start)
+	n := len(p)
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			m.line = append(m.line, p...)
+			break
+		}
+		m.line = append(m.line, p[:i+1]...)
+		p = p[i+1:]
+		if string(m.line) == mark+"\n" {
+			m.at = append(m.at, now)
+		} else {
+			m.out.Write(m.line)
+		}
+		m.line = m.line[:0]
+	}
+	return n, nil
 }
 
 // tail keeps the last 4 KiB written to it.
