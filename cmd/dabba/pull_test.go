@@ -690,3 +690,26 @@ func TestGCRemovesSubordinateOwnedLayer(t *testing.T) {
 		t.Errorf("layer dir owned by subordinate ids still there: %v", err)
 	}
 }
+
+// TestRunPlatform: dabba run pulls (or opens lazily) the image of the
+// platform --platform names, as pull does.
+func TestRunPlatform(t *testing.T) {
+	d := newDabbaUser(t)
+	idx, _, _ := testenv.MultiArchIndex(t)
+	ref := testenv.PushIndex(t, idx, testenv.Registry(t), "test/multiarch:1")
+	for _, args := range [][]string{
+		{"run", "--rootfs", "overlay", "--platform", "linux/s390x", ref, "true"},
+		{"run", "--lazy", "--platform", "linux/s390x", ref, "true"},
+	} {
+		errs := d.fails(args...)
+		if !strings.Contains(errs, "linux/s390x") || !strings.Contains(errs, "linux/amd64, linux/arm64/v8") {
+			t.Errorf("dabba %s: %s", strings.Join(args, " "), errs)
+		}
+	}
+	if errs := d.fails("run", "--platform", "linux", ref, "true"); !strings.Contains(errs, "platform \"linux\"") {
+		t.Errorf("bad --platform: %s", errs)
+	}
+	if d.storeFiles("blobs", "sha256") != nil {
+		t.Errorf("failed runs left blobs: %v", d.storeFiles("blobs", "sha256"))
+	}
+}

@@ -43,9 +43,10 @@ type preparedRootfs struct {
 // This process holds the container's store lock until cleanup, which
 // removes them (containers are temporary: --rm is the only behaviour for
 // now); if dabba is killed instead, `dabba gc` or the next `dabba run`
-// removes them. With lm.on (the mode is then fuse) nothing is pulled: the
+// removes them. An image not in the store is pulled with pull. With lm.on
+// (the mode is then fuse) nothing is pulled: the
 // image is opened lazily (openLazyImage) and served as it is fetched.
-func prepareRootfs(ctx context.Context, g *globals, ref, id, mode string, maps *sandbox.IDMaps, lm *lazyMode) (*preparedRootfs, error) {
+func prepareRootfs(ctx context.Context, g *globals, ref, id, mode string, maps *sandbox.IDMaps, lm *lazyMode, pull store.PullOptions) (*preparedRootfs, error) {
 	st, err := store.Open(g.root)
 	if err != nil {
 		return nil, err
@@ -72,7 +73,7 @@ func prepareRootfs(ctx context.Context, g *globals, ref, id, mode string, maps *
 	img, err := st.Lookup(ref)
 	if errors.Is(err, store.ErrNotFound) {
 		slog.Debug("image not in the store, pulling", "stage", "run", "ref", ref)
-		img, err = st.Pull(ctx, ref, store.PullOptions{Progress: g.stderr})
+		img, err = st.Pull(ctx, ref, pull)
 	}
 	if err != nil {
 		return nil, err

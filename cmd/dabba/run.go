@@ -23,6 +23,7 @@ import (
 
 // runOptions are the flags of `dabba run`, with podman's names.
 type runOptions struct {
+	reg              registryFlags // for the pull of an image not in the store
 	interactive, tty bool
 	env              []string
 	entrypoint       string
@@ -72,6 +73,7 @@ func newRunCmd(g *globals) *command {
 	fs.BoolVar(&o.readOnly, "read-only", false, "mount the image read-only (/tmp, /run and /dev stay writable)")
 	fs.StringVar(&o.rootfs, "rootfs", "", "root filesystem: fuse (the image served from its layers in the store by dabba-fs, nothing extracted; the default where /dev/fuse is usable), overlay (layers extracted once, kernel overlayfs; the default elsewhere), or an absolute directory path to run in instead of an image (then no IMAGE argument)")
 	o.lazy.add(fs)
+	o.reg.add(fs)
 	return &command{
 		name:  "run",
 		usage: "[flags] IMAGE [COMMAND [ARG...]]",
@@ -102,6 +104,12 @@ func (o *runOptions) run(ctx context.Context, g *globals, fs *pflag.FlagSet, arg
 	if err != nil {
 		return usageErr("%w", err)
 	}
+	platform, insecure, err := o.reg.parse()
+	if err != nil {
+		return err
+	}
+	lm.opts.Platform, lm.opts.Insecure = platform, insecure
+	pull := store.PullOptions{Platform: platform, Insecure: insecure, Progress: g.stderr}
 	if lm.on && (dirRootfs || o.rootfs == rootfsOverlay) {
 		return usageErr("--lazy needs --rootfs fuse (the image is served over FUSE as it is fetched): drop --rootfs %s, or drop --lazy to pull the image first", o.rootfs)
 	}
@@ -203,7 +211,7 @@ func (o *runOptions) run(ctx context.Context, g *globals, fs *pflag.FlagSet, arg
 				return &exitError{code: exitDabba, err: fmt.Errorf("%s: %w (load the fuse module and make /dev/fuse readable and writable by you, or %s)", flag, err, alt)}
 			}
 		}
-		p, err := prepareRootfs(ctx, g, args[0], id, mode, maps, lm)
+		p, err := prepareRootfs(ctx, g, args[0], id, mode, maps, lm, pull)
 		if err != nil {
 			return err
 		}
