@@ -140,5 +140,39 @@ func FuzzMerge(f *testing.F) {
 			}
 			return nil
 		})
+		// The directory cache changes nothing.
+		plain, err := merge(ixs, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a, b := treeListing(tree), treeListing(plain); a != b {
+			t.Fatalf("with the directory cache:\n%s\nwithout:\n%s", a, b)
+		}
+	})
+}
+
+// treeListing prints every name of a tree with its node's identity and
+// metadata, one per line.
+func treeListing(t *Tree) string {
+	var b strings.Builder
+	t.Walk(func(p string, n *Node) error {
+		fmt.Fprintf(&b, "%s ino=%d type=%d mode=%o nlink=%d size=%d off=%d layer=%d link=%q\n",
+			p, n.Ino, n.Type, n.Mode, n.Nlink, n.Size, n.Offset, n.Layer, n.Linkname)
+		return nil
+	})
+	return b.String()
+}
+
+// FuzzIsClean: isClean agrees with CleanPath.
+func FuzzIsClean(f *testing.F) {
+	for _, p := range []string{".", "a", "a/b", "./a", "a/", "/a", "a//b", "a/./b", "a/../b", "..", "...", "a/..b",
+		"", "a\x00b", strings.Repeat("x", 256), strings.Repeat("x/", 2048) + "x", ".wh.a"} {
+		f.Add(p)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		c, err := CleanPath(p)
+		if want := err == nil && c == p; isClean(p) != want {
+			t.Fatalf("isClean(%q) = %v; CleanPath gives %q, %v", p, !want, c, err)
+		}
 	})
 }
