@@ -9,9 +9,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
+
+// staleSpanTemp is the age from which gc takes the temporary file of an
+// inflated span for the leftover of a killed writer.
+const staleSpanTemp = 10 * time.Minute
 
 // GCStats says what GC removed.
 type GCStats struct {
@@ -159,6 +164,17 @@ func (s *Store) collect(ctx context.Context, full bool) (*GCStats, error) {
 	// keeps its open blob; a span it writes after this is harmless).
 	each(filepath.Join(s.root, "inflated"), func(n string) {
 		if indexes[n] {
+			// A span writer killed mid-write leaves its temporary
+			// file; one still writing has touched its file within
+			// the last few seconds.
+			p := filepath.Join(s.root, "inflated", n)
+			each(p, func(f string) {
+				fp := filepath.Join(p, f)
+				if fi, err := os.Lstat(fp); err == nil && strings.HasPrefix(f, ".tmp-") && time.Since(fi.ModTime()) > staleSpanTemp && removeFile(fp) {
+					st.TempFiles++
+					st.Bytes += fi.Size()
+				}
+			})
 			return
 		}
 		p := filepath.Join(s.root, "inflated", n)

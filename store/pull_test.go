@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -254,14 +255,34 @@ func TestSharedLayerStoredOnceAndGC(t *testing.T) {
 	}
 	os.WriteFile(filepath.Join(s.tmpDir(), strings.Repeat("0", 64)+".partial"), []byte("half"), 0o644)
 	os.WriteFile(filepath.Join(s.tmpDir(), "write-123.tmp"), []byte("x"), 0o644)
+	// Inflated spans of a layer in use: a span, the temporary file of a
+	// writer killed an hour ago, and one of a writer still writing.
+	inf := s.InflatedDir(shared)
+	os.MkdirAll(inf, 0o700)
+	os.WriteFile(filepath.Join(inf, "0-4194304"), []byte("span"), 0o644)
+	os.WriteFile(filepath.Join(inf, ".tmp-killed"), []byte("half a span"), 0o644)
+	old := time.Now().Add(-time.Hour)
+	os.Chtimes(filepath.Join(inf, ".tmp-killed"), old, old)
+	os.WriteFile(filepath.Join(inf, ".tmp-writing"), []byte("a span being written"), 0o644)
+	// And those of a layer no image has.
+	gone := s.InflatedDir(v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("e", 64)})
+	os.MkdirAll(gone, 0o700)
+	os.WriteFile(filepath.Join(gone, "0-4194304"), []byte("span"), 0o644)
 
-	// GC with both images: only the partial and the temp file go.
+	// GC with both images: only the partial, the temp files of killed
+	// writers and the spans of the unknown layer go.
 	st, err := s.GC(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Blobs != 0 || st.Partials != 1 || st.TempFiles != 1 || st.LayerDirs != 0 {
+	if st.Blobs != 0 || st.Partials != 1 || st.TempFiles != 2 || st.LayerDirs != 0 || st.InflatedDirs != 1 {
 		t.Errorf("gc with everything referenced: %+v", st)
+	}
+	if got := listDir(t, inf); !slices.Equal(got, []string{".tmp-writing", "0-4194304"}) {
+		t.Errorf("inflated spans of a layer in use after gc: %v", got)
+	}
+	if _, err := os.Stat(gone); !os.IsNotExist(err) {
+		t.Errorf("inflated spans of an unknown layer: %v", err)
 	}
 
 	// rmi a: its own layer, config, manifest, index and extracted dir go;
