@@ -284,7 +284,9 @@ func prepareFUSERootfs(g *globals, st *store.Store, img *store.Image, li *store.
 	return &preparedRootfs{
 		st: st, image: src.Name, imageID: src.ID, kind: kind,
 		config: cfg,
-		rootfs: sandbox.Rootfs{Type: sandbox.RootfsFUSE, Upper: upper, Work: work},
+		// DABBA_FUSE_OPTIONS: extra options of the FUSE mount, comma
+		// separated (for the kernel's fuse filesystem, e.g. max_read=N).
+		rootfs: sandbox.Rootfs{Type: sandbox.RootfsFUSE, Upper: upper, Work: work, FUSEOptions: os.Getenv("DABBA_FUSE_OPTIONS")},
 		fuse:   fr,
 		cleanup: func() {
 			fr.close()

@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -19,6 +21,7 @@ import (
 	"github.com/dabba/dabba/internal/imagebuild"
 	"github.com/dabba/dabba/internal/testenv"
 	"github.com/dabba/dabba/layers/layertest"
+	"github.com/dabba/dabba/store"
 )
 
 func TestChooseRootfs(t *testing.T) {
@@ -380,5 +383,53 @@ func TestFUSEPermissions(t *testing.T) {
 		if o.Code != 0 || !regexp.MustCompile(`msg=rootfs .*type=`+mode).MatchString(o.Stderr) {
 			t.Errorf("--rootfs %s --log-level debug: status %d, stderr %q", mode, o.Code, o.Stderr)
 		}
+	}
+}
+
+// TestFUSEFallback: where the default dabba-fs rootfs cannot be mounted in
+// the container's namespaces (here the kernel refuses a FUSE mount option),
+// dabba run extracts the layers and runs on kernel overlayfs instead, says
+// so at debug level and records it for ps and inspect; --rootfs fuse asked
+// for explicitly fails instead, and --lazy too (nothing to extract).
+func TestFUSEFallback(t *testing.T) {
+	e := newRunEnv(t)
+	testenv.RequireFUSE(t)
+	refuse := []string{"DABBA_FUSE_OPTIONS=no_such_option"}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	o := e.u.RunAs(ctx, e.home, refuse, "", e.dabba, append([]string{"--log-level", "debug"}, e.runArgs(e.bbox, "sh", "-c", "echo hello")...)...)
+	if o.Code != 0 || o.Stdout != "hello\n" {
+		t.Fatalf("default rootfs with FUSE refused: status %d, stdout %q, stderr:\n%s", o.Code, o.Stdout, o.Stderr)
+	}
+	if !strings.Contains(o.Stderr, "type=overlay") || !strings.Contains(o.Stderr, "dabba-fs could not be mounted") {
+		t.Errorf("the debug log does not say the rootfs fell back:\n%s", o.Stderr)
+	}
+
+	// A running container shows its rootfs as overlay.
+	cmd := e.u.Command(ctx, e.home, e.dabba, e.runArgs("--init", e.bbox, "sh", "-c", "echo ready; exec sleep 30")...)
+	cmd.Env = append(cmd.Env, refuse...)
+	out := &testenv.SyncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	out.WaitFor(t, 0, "ready")
+	var listed []store.ContainerInfo
+	if err := json.Unmarshal([]byte(e.dabbaAt(t, e.root, "ps", "--format", "json").Stdout), &listed); err != nil || len(listed) != 1 || listed[0].Rootfs != rootfsOverlay {
+		t.Errorf("dabba ps --format json: %+v, %v; want one container on overlay", listed, err)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+
+	for _, args := range [][]string{{"--rootfs", "fuse"}, {"--lazy"}} {
+		o := e.run(t, "", refuse, append(args, e.bbox, "true")...)
+		if o.Code == 0 || !strings.Contains(o.Stderr, "mounting FUSE") {
+			t.Errorf("dabba run %s with FUSE refused: status %d, stderr %q; want the mount error", strings.Join(args, " "), o.Code, o.Stderr)
+		}
+	}
+	if d := containerDirs(e.root); len(d) != 0 {
+		t.Errorf("container directories left: %v", d)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -215,6 +216,7 @@ func (o *runOptions) run(ctx context.Context, g *globals, fs *pflag.FlagSet, arg
 		if err != nil {
 			return err
 		}
+		p.cleanup = sync.OnceFunc(p.cleanup) // also run by the fallback below
 		defer p.cleanup()
 		prep = p
 		imgCfg, rootfs, rest, fuse = p.config, p.rootfs, args[1:], p.fuse
@@ -226,11 +228,15 @@ func (o *runOptions) run(ctx context.Context, g *globals, fs *pflag.FlagSet, arg
 	if err != nil {
 		return usageErr("%w", err)
 	}
-	if prep != nil {
-		if err := prep.st.WriteContainerInfo(store.ContainerInfo{ID: id, Name: o.name, Image: prep.image, ImageID: prep.imageID,
-			Rootfs: prep.kind, Command: argv, Created: time.Now(), PID: os.Getpid()}); err != nil {
-			return err
+	writeInfo := func() error {
+		if prep == nil {
+			return nil
 		}
+		return prep.st.WriteContainerInfo(store.ContainerInfo{ID: id, Name: o.name, Image: prep.image, ImageID: prep.imageID,
+			Rootfs: prep.kind, Command: argv, Created: time.Now(), PID: os.Getpid()})
+	}
+	if err := writeInfo(); err != nil {
+		return err
 	}
 	workdir := o.workdir
 	if workdir == "" {
@@ -289,6 +295,26 @@ func (o *runOptions) run(ctx context.Context, g *globals, fs *pflag.FlagSet, arg
 		}
 	}
 	status, err := sandbox.Run(ctx, cfg)
+	if fuse != nil && o.rootfs == "" && !lm.on && fuseMountFailed(err, fuse) {
+		// The default rootfs could not be mounted (kernel overlayfs over
+		// the FUSE mount, or the FUSE mount itself, refused inside the
+		// namespaces) and the container's command has not started: run
+		// it on the layers extracted instead.
+		slog.Debug("rootfs", "stage", "run", "type", rootfsOverlay, "why", fmt.Sprintf("dabba-fs could not be mounted (%v): extracting the layers", err))
+		prep.cleanup()
+		p, perr := prepareRootfs(ctx, g, args[0], id, rootfsOverlay, maps, lm, pull)
+		if perr != nil {
+			return perr
+		}
+		defer p.cleanup()
+		prep, fuse = p, nil
+		if err := writeInfo(); err != nil {
+			return err
+		}
+		cfg.Rootfs, cfg.FUSE = p.rootfs, nil
+		cfg.Rootfs.ReadOnly = o.readOnly
+		status, err = sandbox.Run(ctx, cfg)
+	}
 	if fuse != nil {
 		if line := fuse.report(args[0]); line != "" {
 			fmt.Fprintln(g.stderr, line)
@@ -312,6 +338,18 @@ func (o *runOptions) run(ctx context.Context, g *globals, fs *pflag.FlagSet, arg
 		return &exitError{code: status}
 	}
 	return nil
+}
+
+// fuseMountFailed reports whether err, from running a container on the
+// dabba-fs rootfs r, says the rootfs could not be mounted in the
+// container's namespaces, before its command started; not that the image
+// could not be opened (r's own error: extracting would meet it too).
+func fuseMountFailed(err error, r *fuseRootfs) bool {
+	var se *sandbox.StageError
+	if !errors.As(err, &se) || (se.Stage != "rootfs" && se.Stage != "fuse") {
+		return false
+	}
+	return r.wait() == nil
 }
 
 // networkMode checks --network and -p: none, host, or slirp4netns[:options].
