@@ -55,9 +55,14 @@
 //	                       the files the lazy runs of that image read, one
 //	                       path a line in order of first read, and beside
 //	                       it <manifest-hex>.json, the ranges of the layers
-//	                       they read (64 KiB blocks, joined): the next lazy
+//	                       they read (4 KiB pages, joined): the next lazy
 //	                       run prefetches them at start, and `dabba index
 //	                       push` publishes the ranges with the index.
+//	merged/<key>           the merged tree of an image's layer list (key:
+//	                       SHA-256 of their digests), saved by the first
+//	                       FUSE rootfs of the image and read by the next
+//	                       instead of every layer index (MergedTree); gc
+//	                       removes those of layer lists no image has.
 //	inflated/<layer-hex>/  spans of gzip layers inflated by FUSE mounts
 //	                       (fs.Blob.SpanDir), read by later containers
 //	                       instead of inflating again; gc removes those of

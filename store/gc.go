@@ -25,6 +25,7 @@ type GCStats struct {
 	LayerDirs int // extracted layers no image refers to (and failed extractions)
 	// InflatedDirs are the inflated spans of such layers (InflatedDir).
 	InflatedDirs int
+	MergedTrees  int // saved merged trees of such layers (MergedTree)
 	Partials     int // partial downloads
 	TempFiles    int // temporary files of killed writers
 	// Containers counts the directories of containers whose dabba died
@@ -61,7 +62,15 @@ func (s *Store) collect(ctx context.Context, full bool) (*GCStats, error) {
 	blobs := map[string]bool{}   // hex of every referenced blob
 	indexes := map[string]bool{} // hex of layer blobs
 	dirs := map[string]bool{}    // hex of diff_ids
+	merged := map[string]bool{}  // keys of the images' merged trees
 	for md, r := range db.Images {
+		var ls []Layer
+		for _, l := range r.Layers {
+			if h, err := v1.NewHash(l.Digest); err == nil {
+				ls = append(ls, Layer{Digest: h})
+			}
+		}
+		merged[mergedKey(ls)] = true
 		for _, d := range []string{md, r.Index, r.Config} {
 			if h, err := v1.NewHash(d); err == nil {
 				blobs[h.Hex] = true
@@ -172,7 +181,6 @@ func (s *Store) collect(ctx context.Context, full bool) (*GCStats, error) {
 				fp := filepath.Join(p, f)
 				if fi, err := os.Lstat(fp); err == nil && strings.HasPrefix(f, ".tmp-") && time.Since(fi.ModTime()) > staleSpanTemp && removeFile(fp) {
 					st.TempFiles++
-					st.Bytes += fi.Size()
 				}
 			})
 			return
@@ -185,6 +193,12 @@ func (s *Store) collect(ctx context.Context, full bool) (*GCStats, error) {
 		}
 		st.InflatedDirs++
 		st.Bytes += size
+	})
+	// Saved merged trees of layer lists no image has.
+	each(filepath.Join(s.root, "merged"), func(n string) {
+		if !merged[n] && removeFile(filepath.Join(s.root, "merged", n)) {
+			st.MergedTrees++
+		}
 	})
 	each(s.tmpDir(), func(n string) {
 		p := filepath.Join(s.tmpDir(), n)

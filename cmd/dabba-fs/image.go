@@ -96,7 +96,7 @@ func indexFile(p string) (*layers.Index, error) {
 
 // openImage opens IMAGE from the store, or the layer files of --layers,
 // for serving. An image of the store is read in place from its blobs, as
-// `dabba run` reads it (cli.ImageBlobs); layer files are decompressed once
+// `dabba run` reads it (cli.ImageTree); layer files are decompressed once
 // into unlinked files.
 func openImage(g *globals, ref, layerList string) (*image, error) {
 	if layerList == "" {
@@ -138,13 +138,9 @@ func openStoreImage(g *globals, ref string) (*image, error) {
 	if err != nil {
 		return nil, err
 	}
-	ixs, bs, err := cli.ImageBlobs(s, img)
+	tree, bs, err := cli.ImageTree(s, img)
 	if err != nil {
 		return nil, err
-	}
-	tree, err := layers.Merge(ixs)
-	if err != nil {
-		return nil, fmt.Errorf("image %s: %w", img.Name, err)
 	}
 	tmp, err := os.MkdirTemp("", "dabba-fs-")
 	if err != nil {

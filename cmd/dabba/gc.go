@@ -71,6 +71,7 @@ func gcSummary(st *store.GCStats, cacheFreed, keep int64) string {
 	add(st.Indexes, "layer index", "layer indexes")
 	add(st.LayerDirs, "extracted layer", "extracted layers")
 	add(st.InflatedDirs, "inflated layer cache", "inflated layer caches")
+	add(st.MergedTrees, "saved merged tree", "saved merged trees")
 	add(st.Partials, "partial download", "partial downloads")
 	add(st.TempFiles, "temporary file", "temporary files")
 	if cacheFreed > 0 {

@@ -14,7 +14,6 @@ import (
 
 	"github.com/dabba/dabba/fs"
 	"github.com/dabba/dabba/internal/cli"
-	"github.com/dabba/dabba/layers"
 	"github.com/dabba/dabba/sandbox"
 	"github.com/dabba/dabba/store"
 )
@@ -91,13 +90,9 @@ func buildFUSE(st *store.Store, img *store.Image, cdir string, maps *sandbox.IDM
 	// run the GC several times for little. The process serves the
 	// container afterwards with the default again.
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
-	ixs, bs, err := cli.ImageBlobs(st, img)
+	tree, bs, err := cli.ImageTree(st, img)
 	if err != nil {
 		return nil, nil, err // run adds that --rootfs overlay extracts it instead
-	}
-	tree, err := layers.Merge(ixs)
-	if err != nil {
-		return nil, nil, fmt.Errorf("image %s: %w", img.Name, err)
 	}
 	blobs, err := fs.OpenBlobs(cdir, bs)
 	if err != nil {

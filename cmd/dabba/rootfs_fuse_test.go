@@ -433,3 +433,43 @@ func TestFUSEFallback(t *testing.T) {
 		t.Errorf("container directories left: %v", d)
 	}
 }
+
+// TestFUSESavedTree: the first FUSE run of an image merges its layer
+// indexes and saves the tree; the next ones read the saved tree and see
+// the same files; a damaged saved tree is merged again, not served.
+func TestFUSESavedTree(t *testing.T) {
+	e := newRunEnv(t)
+	testenv.RequireFUSE(t)
+	root := filepath.Join(e.home, "store-saved-tree")
+	ref := testenv.Push(t, richImage(t), testenv.Registry(t), "test/rich:saved")
+	e.dabbaAt(t, root, "pull", ref)
+	look := []string{"--log-level", "debug", "--root", root, "run", "--network", "none", "--rootfs", "fuse", ref, "sh", "-c", "cd / && ls -lanR bin data hard moved secret big gone replaced todir 2>&1; md5sum /big"}
+	run := func(want string) string {
+		t.Helper()
+		o := e.u.RunAs(t.Context(), e.home, nil, "", e.dabba, look...)
+		if o.Code != 0 {
+			t.Fatalf("status %d, stderr:\n%s", o.Code, o.Stderr)
+		}
+		if !strings.Contains(o.Stderr, `msg="merged tree"`) || !strings.Contains(o.Stderr, "from="+want) {
+			t.Errorf("want the tree from %s; debug log:\n%s", want, o.Stderr)
+		}
+		return o.Stdout
+	}
+	first := run(`"layer indexes"`)
+	if !strings.Contains(first, "hard:") || !strings.Contains(first, "/big") {
+		t.Fatalf("the listing is not of the image:\n%s", first)
+	}
+	if second := run("saved"); second != first {
+		t.Errorf("the saved tree shows other files:\n%s\nthan the merged one:\n%s", second, first)
+	}
+	saved, _ := filepath.Glob(filepath.Join(root, "merged", "*"))
+	if len(saved) != 1 {
+		t.Fatalf("saved trees: %v", saved)
+	}
+	b, _ := os.ReadFile(saved[0])
+	b[len(b)/2] ^= 0x10
+	os.WriteFile(saved[0], b, 0o644)
+	if third := run(`"layer indexes"`); third != first {
+		t.Errorf("after the saved tree was damaged:\n%s\nwant:\n%s", third, first)
+	}
+}
