@@ -186,22 +186,44 @@ func heap() uint64 {
 func BenchmarkMemoryPerEntry(b *testing.B) {
 	testenv.RequireFUSE(b)
 	paths := writeLayers(b, manyEntries(100000))
+	for _, saved := range []bool{false, true} {
+		name := "merged"
+		if saved {
+			name = "saved" // read back from layers.Tree.MarshalBinary, as dabba does after the first run
+		}
+		b.Run(name, func(b *testing.B) { memoryPerEntry(b, paths, saved) })
+	}
+}
+
+func memoryPerEntry(b *testing.B, paths []string, saved bool) {
 	for i := 0; i < b.N; i++ {
+		var data []byte
+		if saved {
+			data = savedTree(b, paths[0])
+		}
 		before := heap()
-		f, err := os.Open(paths[0])
-		if err != nil {
-			b.Fatal(err)
+		var tree *layers.Tree
+		if saved {
+			var err error
+			if tree, err = layers.UnmarshalTree(data); err != nil {
+				b.Fatal(err)
+			}
+			data = nil
+		} else {
+			f, err := os.Open(paths[0])
+			if err != nil {
+				b.Fatal(err)
+			}
+			ix, err := layers.IndexLayer(f, "many")
+			f.Close()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if tree, err = layers.Merge([]*layers.Index{ix}); err != nil {
+				b.Fatal(err)
+			}
+			ix = nil
 		}
-		ix, err := layers.IndexLayer(f, "many")
-		f.Close()
-		if err != nil {
-			b.Fatal(err)
-		}
-		tree, err := layers.Merge([]*layers.Index{ix})
-		if err != nil {
-			b.Fatal(err)
-		}
-		ix = nil
 		treeOnly := heap()
 		src, err := OpenTarFiles(paths, TarFilesOptions{})
 		if err != nil {
@@ -229,6 +251,28 @@ func BenchmarkMemoryPerEntry(b *testing.B) {
 		runtime.KeepAlive(tree)
 		runtime.KeepAlive(fsys)
 	}
+}
+
+// savedTree is the saved merged tree of the layer at path.
+func savedTree(b *testing.B, path string) []byte {
+	f, err := os.Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	ix, err := layers.IndexLayer(f, "many")
+	if err != nil {
+		b.Fatal(err)
+	}
+	tree, err := layers.Merge([]*layers.Index{ix})
+	if err != nil {
+		b.Fatal(err)
+	}
+	data, err := tree.MarshalBinary()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return data
 }
 
 // BenchmarkOpenAlpine measures what a mount of the Alpine minirootfs costs

@@ -108,7 +108,10 @@
 // find 3.0 ms vs 3.5 disk and 4.4–7 overlay; read all 2.7–3.3 ms vs 2.8–8.5
 // disk and 3.8–8 overlay). A fresh mount walks in 7–8 ms and reads all in
 // 17–20 ms. BenchmarkMemoryPerEntry: 100,003 names mounted and walked keep
-// 178 bytes per name, 170 of them the merged tree itself.
+// 178 bytes per name, 170 of them the merged tree itself; 112 and 104 when
+// the tree is read back from its saved form (layers.UnmarshalTree, as
+// dabba run does from an image's second container on: three allocations
+// instead of one per node and name).
 //
 // # Owners and user namespaces
 //

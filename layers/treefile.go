@@ -91,7 +91,8 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // a Tree promises its users (inode numbers in order, every entry naming a
 // node of the tree, directories' entries sorted and unique, a directory
 // under one name only, the root a directory) and fails with an error
-// wrapping ErrTreeFile otherwise. The nodes share a few large allocations.
+// wrapping ErrTreeFile otherwise. The nodes, their entries and their names
+// are three allocations.
 func UnmarshalTree(data []byte) (*Tree, error) {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: %s", ErrTreeFile, fmt.Sprintf(format, args...))
@@ -286,5 +287,50 @@ func UnmarshalTree(data []byte) (*Tree, error) {
 	if reached != len(nodes) {
 		return nil, bad("%d of %d nodes are not reachable from the root", len(nodes)-reached, len(nodes))
 	}
+	compact(t, nodes)
 	return t, nil
+}
+
+// compact copies the names and targets of a tree read back into one string
+// of their own: as substrings of the file's bytes they would keep all of
+// them (the numbers too) alive, about 25 bytes per node more.
+func compact(t *Tree, nodes []Node) {
+	size := 0
+	for i := range nodes {
+		size += len(nodes[i].Linkname)
+		for _, d := range nodes[i].children {
+			size += len(d.Name)
+		}
+	}
+	var b strings.Builder
+	b.Grow(size)
+	for i := range nodes {
+		b.WriteString(nodes[i].Linkname)
+		for _, d := range nodes[i].children {
+			b.WriteString(d.Name)
+		}
+	}
+	arena, off := b.String(), 0
+	take := func(n int) string {
+		s := arena[off : off+n]
+		off += n
+		return s
+	}
+	for i := range nodes {
+		n := &nodes[i]
+		n.Linkname = take(len(n.Linkname))
+		for j := range n.children {
+			n.children[j].Name = take(len(n.children[j].Name))
+		}
+		if n.Xattrs != nil {
+			x := make(map[string]string, len(n.Xattrs))
+			for k, v := range n.Xattrs {
+				x[strings.Clone(k)] = strings.Clone(v)
+			}
+			n.Xattrs = x
+		}
+	}
+	for i, l := range t.Layers {
+		t.Layers[i] = strings.Clone(l)
+	}
 }
