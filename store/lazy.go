@@ -23,6 +23,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/dabba/dabba/fs"
 	"github.com/dabba/dabba/layers"
 	"github.com/dabba/dabba/layers/remote"
 )
@@ -579,21 +580,33 @@ func (s *Store) openLocal(image string, ll *LazyLayer) (bool, error) {
 	if err != nil {
 		return false, nil
 	}
+	closeFn := f.Close
 	switch comp {
 	case layers.Uncompressed:
 		ll.r = f
 	case layers.Gzip:
+		// As a FUSE rootfs from the store reads it (fs.OpenBlobs): each
+		// read checked against the blob's chunk checksums, inflated
+		// spans kept in memory and in inflated/ for later containers.
+		// A bare gzran reader would inflate up to a whole span per read.
+		f.Close()
 		gz, err := s.Checkpoints(ll.Digest)
 		if err != nil {
-			f.Close()
 			return false, nil
 		}
-		r, err := gz.NewReaderAt(f, ll.Size)
+		sums, err := s.ChunkSums(ll.Digest)
 		if err != nil {
-			f.Close()
 			return false, nil
 		}
-		ll.r = r
+		b, err := fs.OpenBlobs(s.tmpDir(), []fs.Blob{{
+			Name: ll.Digest.String(), Path: s.BlobPath(ll.Digest),
+			ChunkSums: sums, ChunkSize: BlobChunkSize,
+			Checkpoints: gz, Index: ix, SpanDir: s.InflatedDir(ll.Digest),
+		}})
+		if err != nil {
+			return false, nil
+		}
+		ll.r, closeFn = blobReader{b}, b.Close
 	default:
 		// zstd: decompressed once into an unlinked file.
 		t, err := decompressToTemp(f, s.tmpDir())
@@ -601,16 +614,20 @@ func (s *Store) openLocal(image string, ll *LazyLayer) (bool, error) {
 		if err != nil {
 			return false, fmt.Errorf("layer %s: %w", ll.Digest, err)
 		}
-		f = t
-		ll.r = t
+		ll.r, closeFn = t, t.Close
 	}
 	if ll.Kind == "" {
 		ll.Kind = KindLocal
 	}
-	ll.Index, ll.close = ix, f.Close
+	ll.Index, ll.close = ix, closeFn
 	ll.verified.Store(true)
 	return true, nil
 }
+
+// blobReader reads the one layer of an fs.Blobs.
+type blobReader struct{ b *fs.Blobs }
+
+func (r blobReader) ReadAt(p []byte, off int64) (int, error) { return r.b.ReadAt(0, p, off) }
 
 func decompressToTemp(r io.Reader, dir string) (*os.File, error) {
 	d, _, err := layers.Decompress(r)
