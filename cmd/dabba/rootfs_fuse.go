@@ -186,7 +186,9 @@ func (r *fuseRootfs) report(ref string) string {
 	if n == 1 {
 		s = ""
 	}
-	if r.lazy != nil {
+	if r.lazy != nil && !errors.Is(first, fs.ErrCorrupt) {
+		// Fetched bytes that did not verify; a layer already in the
+		// store (fs.ErrCorrupt) is the store's copy, as below.
 		return fmt.Sprintf("dabba run: %d read%s of the image's files failed (the container got EIO, never unverified bytes): %v; the registry of %s sent bytes that do not match the image's digests: run again, or fetch the image whole with `dabba pull %s`",
 			n, s, first, r.image, ref)
 	}
