@@ -2,6 +2,7 @@ package fs
 
 import (
 	"sync"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 
@@ -38,6 +39,15 @@ import (
 // Bytes are pushed only after the LayerReader vouched for them, as for a
 // READ; a push that fails just stops (the reader's READ reports the
 // error).
+//
+// Pushes run in goroutines of their own, never in a request handler: a
+// notify store waits for the lock of every page it fills, and the kernel
+// holds pages locked for READs it has queued but not sent yet (beyond
+// max_background), which it sends only as earlier requests are answered.
+// A handler blocked in a push could wait for a READ that waits for it.
+// (Two test processes of a first version, which pushed inside handlers,
+// were found hung for good: a thread waiting for a page lock inside a
+// notify store, their mounts left behind.)
 
 const (
 	// pushGap is how far (in inode numbers) an event may land after the
@@ -47,10 +57,11 @@ const (
 	// pushFirst and pushMax bound the window of bytes pushed ahead.
 	pushFirst = 256 << 10
 	pushMax   = 8 << 20
-	// pushInline is pushed before the request that starts a window is
-	// answered: the reader asks for the next file at once, before a push
-	// in the background would land.
+	// pushInline is what the request that starts a window waits for
+	// (pushWait at most) before it is answered: the reader asks for the
+	// next file at once.
 	pushInline = 64 << 10
+	pushWait   = 2 * time.Millisecond
 	// pushFile is the most a walk pushes of one file; a file read on
 	// past it is pushed in windows that double up to pushFileMax.
 	pushFile    = 1 << 20
@@ -61,7 +72,7 @@ const (
 	// pushCredit is how many directory listings an in-order read pays
 	// for.
 	pushCredit = 8
-	// pushAsync bounds the pushes running in the background.
+	// pushAsync bounds the window pushes running at once.
 	pushAsync = 2
 )
 
@@ -202,38 +213,49 @@ func (p *pusher) buf() *[]byte {
 	return &b
 }
 
-// start pushes a window from inode from: its first pushInline bytes before
-// it returns, the rest in the background (unless pushAsync pushes run
-// there already). It is called with p.mu held and releases it.
+// start pushes a window from inode from in the background and waits, at
+// most pushWait, for its first pushInline bytes: the reader asks for the
+// next file as soon as the request that started the window is answered,
+// and the push should be there first. It never waits for longer: a push
+// can block on a page the kernel has locked for a READ still queued
+// behind this very request (the kernel holds back READs beyond
+// max_background), and a request handler blocked on it would never let
+// that READ through. It is called with p.mu held and releases it.
 func (p *pusher) start(from uint64) {
 	budget := p.win
-	bg := p.async < pushAsync
-	if bg {
-		p.async++
+	if p.async >= pushAsync {
+		p.mu.Unlock()
+		return // enough pushes run; the reader's next miss starts another
 	}
+	p.async++
 	p.mu.Unlock()
-	buf := p.buf()
-	next, pushed, ok := p.push(*buf, from, min(budget, pushInline))
-	if !ok || pushed >= budget || !bg {
-		p.bufs.Put(buf)
-		p.done(next, pushed, bg)
-		return
-	}
+	first := make(chan struct{})
 	go func() {
-		next2, pushed2, _ := p.push(*buf, next, budget-pushed)
-		p.bufs.Put(buf)
-		p.done(next2, pushed+pushed2, true)
+		buf := p.buf()
+		defer p.bufs.Put(buf)
+		next, pushed, ok := p.push(*buf, from, min(budget, pushInline))
+		close(first)
+		if ok && pushed < budget {
+			var more int64
+			next, more, _ = p.push(*buf, next, budget-pushed)
+			pushed += more
+		}
+		p.done(next, pushed)
 	}()
+	t := time.NewTimer(pushWait)
+	select {
+	case <-first:
+	case <-t.C:
+	}
+	t.Stop()
 }
 
 // done records where a push stopped.
-func (p *pusher) done(next uint64, pushed int64, bg bool) {
+func (p *pusher) done(next uint64, pushed int64) {
 	p.mu.Lock()
 	p.next = next
 	p.pushed += pushed
-	if bg {
-		p.async--
-	}
+	p.async--
 	p.mu.Unlock()
 }
 
