@@ -54,14 +54,13 @@
 //
 // Inside containers (`go run ./bench --profile loopback --scenarios
 // warm-start,read-find,read-tar --contenders dabba-overlay,dabba-fuse
-// --peer dabba-overlay`, bench/results/2026-11-29T011311Z-fs.md, 5 runs,
+// --peer dabba-overlay`, bench/results/2026-11-29T021216Z-fs.md, 5 runs,
 // the walk timed inside the container): the first `find / -xdev` of a
-// fresh container takes 159 ms on minbase and 286 ms on the large image
-// against 20 and 40 ms on kernel overlayfs over the extracted layers; the
-// first `tar -cf - /usr` 630 ms and 1.71 s against 174 and 635 ms. The same
-// walks again in the same container: find 18 and 30 ms against 18 and 30;
-// tar 165 and 729 ms against 143 and 510 (557 ms against 715 in the full
-// run of the same day: this row swings with the machine).
+// fresh container takes 158 ms on minbase and 253 ms on the large image
+// against 19 and 40 ms on kernel overlayfs over the extracted layers; the
+// first `tar -cf - /usr` 571 ms and 1.50 s against 171 and 534 ms. The same
+// walks again in the same container: find 17 and 29 ms against 15 and 31;
+// tar 170 and 439 ms against 146 and 496.
 //
 // Errors become a fuse.Status only in the FUSE methods (ops.go). A failed
 // read of a layer is recorded (Options.OnError, FS.Errors) and the reader
