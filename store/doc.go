@@ -43,8 +43,10 @@
 //	                       (trusted: built from verified blobs).
 //	lazy/tags/<sha256 of repository:tag>
 //	                       the manifest digest a lazy run resolved the tag
-//	                       to: the next lazy run asks the registry with HEAD
-//	                       and reads the manifest from blobs/ when unchanged.
+//	                       to: the next lazy run takes it as it is (--pull
+//	                       missing or never: no request at all) or asks the
+//	                       registry with HEAD (--pull newer or always), and
+//	                       reads the manifest from blobs/ when unchanged.
 //	lazy/found/<manifest-hex>
 //	                       the digest of the index artifact a lazy run found
 //	                       through the referrers API for that manifest: used

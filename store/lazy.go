@@ -33,6 +33,11 @@ type LazyOptions struct {
 	// Platform and Insecure are as for Pull.
 	Platform *v1.Platform
 	Insecure bool
+	// Pull says whether a tag an earlier lazy run resolved is asked again
+	// (PullNewer, PullAlways) or taken as it was (PullMissing, the default,
+	// and PullNever): a warm run whose reads are all cached then makes no
+	// request at all.
+	Pull PullPolicy
 	// CacheSize caps the shared chunk cache (remote.DefaultCacheSize when
 	// 0; --cache-size).
 	CacheSize int64
@@ -180,10 +185,15 @@ func (s *Store) OpenLazy(ctx context.Context, ref string, opts LazyOptions) (li 
 	if err != nil {
 		return nil, err
 	}
-	if li, err := s.openPulled(ref, opts); li != nil || err != nil {
-		return li, err
+	if opts.Pull == "" {
+		opts.Pull = PullMissing
 	}
-	c, err := newRegistryClient(ctx, r, opts.Insecure)
+	if opts.Pull == PullMissing || opts.Pull == PullNever {
+		if li, err := s.openPulled(ref, opts); li != nil || err != nil {
+			return li, err
+		}
+	}
+	c, err := newLazyRegistryClient(r, opts.Insecure)
 	if err != nil {
 		return nil, err
 	}
@@ -195,7 +205,7 @@ func (s *Store) OpenLazy(ctx context.Context, ref string, opts LazyOptions) (li 
 	}
 	indexc := make(chan indexResult, 1)
 	indexStarted := false
-	img, m, err := s.resolveLazy(ctx, c, r.Identifier(), opts.Platform, func(md v1.Hash, m *v1.Manifest) {
+	img, m, err := s.resolveLazy(ctx, c, r.Identifier(), opts.Platform, opts.Pull, opts.Notice, func(md v1.Hash, m *v1.Manifest) {
 		var ls []Layer
 		want := false
 		for _, d := range m.Layers {
@@ -437,12 +447,12 @@ func (li *LazyImage) finish(opts LazyOptions, fromIndex []learnedRange) error {
 //
 // onManifest, when not nil, is called with the platform manifest as soon
 // as it is parsed, before the config is fetched.
-func (s *Store) resolveLazy(ctx context.Context, c *registryClient, id string, platform *v1.Platform, onManifest func(v1.Hash, *v1.Manifest)) (*Image, *v1.Manifest, error) {
+func (s *Store) resolveLazy(ctx context.Context, c *registryClient, id string, platform *v1.Platform, policy PullPolicy, notice io.Writer, onManifest func(v1.Hash, *v1.Manifest)) (*Image, *v1.Manifest, error) {
 	want := platform
 	if want == nil {
 		want = HostPlatform()
 	}
-	b, mt, md, err := s.manifestKnown(ctx, c, id)
+	b, mt, md, err := s.manifestKnown(ctx, c, id, policy, notice)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -461,7 +471,7 @@ func (s *Store) resolveLazy(ctx context.Context, c *registryClient, id string, p
 		if err := s.putBlob(ctx, md, b); err != nil {
 			return nil, nil, err
 		}
-		if b, mt, md, err = s.manifestKnown(ctx, c, child.Digest.String()); err != nil {
+		if b, mt, md, err = s.manifestKnown(ctx, c, child.Digest.String(), policy, notice); err != nil {
 			return nil, nil, err
 		}
 		if mt.IsIndex() {
@@ -528,20 +538,31 @@ func (s *Store) lazyTagPath(repo, tag string) string {
 }
 
 // manifestKnown is c.manifest(id), except that a manifest the store
-// already holds (from an earlier lazy run or pull) is not fetched again:
-// a digest is looked up in the store, a tag resolved by a HEAD request
-// first (so a moved tag is still noticed).
-//
-// Only a tag a lazy run resolved before (lazy/tags/) is asked with HEAD: a
-// first run goes straight to GET, saving a round trip.
-func (s *Store) manifestKnown(ctx context.Context, c *registryClient, id string) ([]byte, types.MediaType, v1.Hash, error) {
+// already holds (from an earlier lazy run or pull) is not fetched again: a
+// digest is looked up in the store; a tag an earlier lazy run resolved
+// (lazy/tags/) is taken as it was under PullMissing and PullNever, and
+// asked with a HEAD request under PullNewer and PullAlways (so a moved tag
+// is noticed; when the registry does not answer, PullNewer keeps the
+// digest known here). A tag never resolved here goes straight to GET,
+// saving a round trip. notice gets the warning of that fallback. PullNever refuses to ask the registry at all.
+func (s *Store) manifestKnown(ctx context.Context, c *registryClient, id string, policy PullPolicy, notice io.Writer) ([]byte, types.MediaType, v1.Hash, error) {
 	d, err := v1.NewHash(id)
 	known := err == nil && checkHash(d) == nil
 	tag := !known
 	tagFile := s.lazyTagPath(c.repo.Name(), id)
 	if tag {
-		if _, err := os.Stat(tagFile); err == nil {
-			d, known = c.headManifest(ctx, id)
+		local, ok := s.lazyTag(tagFile)
+		switch {
+		case !ok:
+		case policy == PullMissing || policy == PullNever:
+			d, known = local, true
+		default:
+			if d, known = c.headManifest(ctx, id); !known && policy == PullNewer {
+				if notice != nil {
+					fmt.Fprintf(notice, "warning: --pull newer: registry %s did not answer for %s; running the image resolved before (%s)\n", c.repo.RegistryStr(), c.image, shortDigest(local))
+				}
+				d, known = local, true
+			}
 		}
 	}
 	if known && s.hasBlob(d, -1) {
@@ -550,6 +571,9 @@ func (s *Store) manifestKnown(ctx context.Context, c *registryClient, id string)
 				return b, mt, d, nil
 			}
 		}
+	}
+	if policy == PullNever {
+		return nil, "", v1.Hash{}, fmt.Errorf("%s: %w: it was neither pulled nor run lazily from this store, and --pull never forbids asking the registry (drop --pull never, or dabba pull it first)", c.image, ErrNotFound)
 	}
 	b, mt, md, err := c.manifest(ctx, id)
 	if err == nil && tag {
@@ -560,6 +584,20 @@ func (s *Store) manifestKnown(ctx context.Context, c *registryClient, id string)
 		}
 	}
 	return b, mt, md, err
+}
+
+// lazyTag reads the digest a tag file records; false when there is none
+// or it is damaged.
+func (s *Store) lazyTag(path string) (v1.Hash, bool) {
+	b, err := os.ReadFile(path)
+	if err != nil || len(b) > 200 {
+		return v1.Hash{}, false
+	}
+	d, err := v1.NewHash(strings.TrimSpace(string(b)))
+	if err != nil || checkHash(d) != nil {
+		return v1.Hash{}, false
+	}
+	return d, true
 }
 
 // openLocal makes ll read its blob from the store when a pull left it

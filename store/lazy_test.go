@@ -891,6 +891,8 @@ func TestLazyRangeIgnored(t *testing.T) {
 // the last lazy run gives the new image (the HEAD sees the new digest),
 // and damaged records of earlier runs (learned ranges, tag, found index)
 // are ignored, not trusted.
+// (With --pull newer, the policy that asks the registry about a tag known
+// here; TestLazyPullPolicy covers the others.)
 func TestLazyMovedTagAndDamagedRecords(t *testing.T) {
 	host := referrersRegistry(t)
 	ctx := context.Background()
@@ -903,7 +905,7 @@ func TestLazyMovedTagAndDamagedRecords(t *testing.T) {
 	s := openTemp(t)
 	read := func() string {
 		t.Helper()
-		li := openLazy(t, s, ref, LazyOptions{})
+		li := openLazy(t, s, ref, LazyOptions{Pull: PullNewer})
 		li.WaitPrefetch()
 		v := lazyContents(t, li)["etc/v"]
 		if err := li.Close(); err != nil { // saves what it read
@@ -935,5 +937,72 @@ func TestLazyMovedTagAndDamagedRecords(t *testing.T) {
 	}
 	if got := read(); got != "two\n" {
 		t.Fatalf("after the tag moved: %q, want the new image", got)
+	}
+}
+
+// TestLazyPullPolicy: a tag resolved by an earlier lazy run is taken as it
+// was (PullMissing, PullNever) and a warm run whose reads are cached makes
+// no request at all, not even the registry's ping; PullNewer notices a
+// moved tag and falls back to the digest known here, with a notice, when
+// the registry is gone; PullAlways then fails; PullNever refuses an image
+// the store does not know.
+func TestLazyPullPolicy(t *testing.T) {
+	reg := testenv.NewCountingRegistry(t)
+	ctx := context.Background()
+	one := testenv.ImageOfTars(t, layertest.Tar(layertest.Dir("etc"), layertest.File("etc/v", "one\n")))
+	two := testenv.ImageOfTars(t, layertest.Tar(layertest.Dir("etc"), layertest.File("etc/v", "two\n")))
+	ref := testenv.Push(t, one, reg.Host, "lazy/policy:1")
+	if _, err := openTemp(t).PushIndex(ctx, ref, IndexPushOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s := openTemp(t)
+	read := func(p PullPolicy) (string, int64, string, error) {
+		t.Helper()
+		var notice bytes.Buffer
+		before := reg.Requests()
+		li, err := s.OpenLazy(ctx, ref, LazyOptions{Pull: p, Notice: &notice})
+		if err != nil {
+			return "", reg.Requests() - before, notice.String(), err
+		}
+		li.WaitPrefetch()
+		v := lazyContents(t, li)["etc/v"]
+		if err := li.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return v, reg.Requests() - before, notice.String(), nil
+	}
+	want := func(p PullPolicy, content string, maxRequests int64) {
+		t.Helper()
+		got, n, _, err := read(p)
+		if err != nil || got != content || n > maxRequests {
+			t.Fatalf("--pull %s: read %q in %d requests (%v), want %q in at most %d", p, got, n, err, content, maxRequests)
+		}
+	}
+	if got, n, _, err := read(PullMissing); err != nil || got != "one\n" || n == 0 {
+		t.Fatalf("first run: %q in %d requests (%v)", got, n, err)
+	}
+	want(PullMissing, "one\n", 0)
+	want("", "one\n", 0) // the default is PullMissing
+
+	testenv.Push(t, two, reg.Host, "lazy/policy:1")
+	if _, err := openTemp(t).PushIndex(ctx, ref, IndexPushOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	want(PullMissing, "one\n", 0)
+	want(PullNever, "one\n", 0)
+	want(PullNewer, "two\n", 1<<10)
+	want(PullMissing, "two\n", 0) // the tag as the last run resolved it
+
+	reg.Close()
+	if got, _, notice, err := read(PullNewer); err != nil || got != "two\n" || !strings.Contains(notice, "did not answer") {
+		t.Errorf("--pull newer, registry gone: %q (%v), notice %q; want the image known here and a warning", got, err, notice)
+	}
+	if _, _, _, err := read(PullAlways); err == nil || !strings.Contains(err.Error(), "connection refused") {
+		t.Errorf("--pull always, registry gone: %v, want the connection error", err)
+	}
+	want(PullMissing, "two\n", 0)
+
+	if _, err := openTemp(t).OpenLazy(ctx, ref, LazyOptions{Pull: PullNever}); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "--pull never") {
+		t.Errorf("--pull never, image unknown here: %v, want ErrNotFound naming --pull never", err)
 	}
 }

@@ -33,6 +33,39 @@ type PullOptions struct {
 	Jobs int
 }
 
+// PullPolicy says when a run asks the registry about an image the store
+// already knows (podman's --pull, with its names).
+type PullPolicy string
+
+// Pull policies.
+const (
+	// PullMissing asks the registry only about an image the store does not
+	// know: pulled, or resolved by an earlier lazy run (the default).
+	PullMissing PullPolicy = "missing"
+	// PullNewer checks a tag against the registry and fetches what changed;
+	// when the registry cannot be asked, the image the store knows is used,
+	// with a warning.
+	PullNewer PullPolicy = "newer"
+	// PullAlways is PullNewer without the fallback: the registry must
+	// answer. (What the store holds is never fetched twice.)
+	PullAlways PullPolicy = "always"
+	// PullNever never asks the registry for the image: one the store does
+	// not know is an error. A lazy run still fetches the file contents it
+	// reads and has not cached.
+	PullNever PullPolicy = "never"
+)
+
+// ParsePullPolicy checks s ("" is PullMissing).
+func ParsePullPolicy(s string) (PullPolicy, error) {
+	switch p := PullPolicy(s); p {
+	case "":
+		return PullMissing, nil
+	case PullMissing, PullNewer, PullAlways, PullNever:
+		return p, nil
+	}
+	return "", fmt.Errorf("--pull %q: want missing, newer, always or never", s)
+}
+
 // DefaultJobs is how many layers a pull fetches at once by default.
 const DefaultJobs = 4
 

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -61,22 +62,71 @@ func newBaseTransport(insecure bool) http.RoundTripper {
 
 // newRegistryClient authenticates to ref's registry for pulling.
 func newRegistryClient(ctx context.Context, ref name.Reference, insecure bool) (*registryClient, error) {
+	c, connect, err := registryClientParts(ref, insecure)
+	if err != nil {
+		return nil, err
+	}
+	rt, err := connect(ctx)
+	if err != nil {
+		return nil, remoteError(c.image, c.repo.RegistryStr(), "", err)
+	}
+	c.client = &http.Client{Transport: rt}
+	return c, nil
+}
+
+// newLazyRegistryClient is newRegistryClient without the network: the
+// registry is pinged and a token fetched at the first request, so that a
+// lazy run that finds all it needs in the store and the chunk cache makes
+// no request at all. An error of that first contact is the request's
+// (remoteError names it as newRegistryClient would).
+func newLazyRegistryClient(ref name.Reference, insecure bool) (*registryClient, error) {
+	c, connect, err := registryClientParts(ref, insecure)
+	if err != nil {
+		return nil, err
+	}
+	c.client = &http.Client{Transport: &connectOnUse{connect: connect}}
+	return c, nil
+}
+
+// registryClientParts returns the client for ref without its transport,
+// and the function that authenticates one.
+func registryClientParts(ref name.Reference, insecure bool) (*registryClient, func(context.Context) (http.RoundTripper, error), error) {
 	repo := ref.Context()
-	image := refString(ref)
 	auth, err := authn.DefaultKeychain.Resolve(repo)
 	if err != nil {
-		return nil, fmt.Errorf("reading credentials for %s: %w (check ~/.docker/config.json and ~/.config/containers/auth.json)", repo.RegistryStr(), err)
+		return nil, nil, fmt.Errorf("reading credentials for %s: %w (check ~/.docker/config.json and ~/.config/containers/auth.json)", repo.RegistryStr(), err)
 	}
-	rt, err := transport.NewWithContext(ctx, repo.Registry, auth, newBaseTransport(insecure), []string{repo.Scope(transport.PullScope)})
-	if err != nil {
-		return nil, remoteError(image, repo.RegistryStr(), "", err)
+	c := &registryClient{repo: repo, image: refString(ref), scheme: repo.Registry.Scheme()}
+	connect := func(ctx context.Context) (http.RoundTripper, error) {
+		return transport.NewWithContext(ctx, repo.Registry, auth, newBaseTransport(insecure), []string{repo.Scope(transport.PullScope)})
 	}
-	return &registryClient{
-		repo:   repo,
-		image:  image,
-		scheme: repo.Registry.Scheme(),
-		client: &http.Client{Transport: rt},
-	}, nil
+	return c, connect, nil
+}
+
+// connectOnUse is an http.RoundTripper that authenticates (connect) at its
+// first request. A failed attempt is not kept: the next request tries again.
+type connectOnUse struct {
+	connect func(context.Context) (http.RoundTripper, error)
+	mu      sync.Mutex
+	rt      http.RoundTripper
+}
+
+func (c *connectOnUse) RoundTrip(r *http.Request) (*http.Response, error) {
+	c.mu.Lock()
+	rt := c.rt
+	if rt == nil {
+		var err error
+		if rt, err = c.connect(r.Context()); err != nil {
+			c.mu.Unlock()
+			if r.Body != nil {
+				r.Body.Close()
+			}
+			return nil, err
+		}
+		c.rt = rt
+	}
+	c.mu.Unlock()
+	return rt.RoundTrip(r)
 }
 
 func (c *registryClient) url(kind, id string) string {

@@ -47,8 +47,8 @@ func lazyAppTar() []byte {
 	return layertest.Tar(es...)
 }
 
-// lazyImage is busybox plus the app layer, both gzip, or both eStargz.
-func lazyImage(t *testing.T, stargz bool) v1.Image {
+// busyboxTar is the layer tar of Debian's static busybox.
+func busyboxTar(t *testing.T) []byte {
 	t.Helper()
 	bb, err := imagebuild.BusyboxPath()
 	if err != nil {
@@ -58,7 +58,13 @@ func lazyImage(t *testing.T, stargz bool) v1.Image {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tars := [][]byte{base, lazyAppTar()}
+	return base
+}
+
+// lazyImage is busybox plus the app layer, both gzip, or both eStargz.
+func lazyImage(t *testing.T, stargz bool) v1.Image {
+	t.Helper()
+	tars := [][]byte{busyboxTar(t), lazyAppTar()}
 	if !stargz {
 		return testenv.ImageOfTars(t, tars...)
 	}

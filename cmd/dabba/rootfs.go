@@ -34,6 +34,26 @@ type preparedRootfs struct {
 	kind           string
 }
 
+// imageFor finds ref in the store, pulling it as policy says.
+func imageFor(ctx context.Context, g *globals, st *store.Store, ref string, policy store.PullPolicy, pull store.PullOptions) (*store.Image, error) {
+	img, err := st.Lookup(ref)
+	switch {
+	case policy == store.PullNewer || policy == store.PullAlways:
+		pimg, perr := st.Pull(ctx, ref, pull)
+		if perr != nil && policy == store.PullNewer && err == nil {
+			fmt.Fprintf(g.stderr, "dabba run: warning: --pull newer: %v; running the image the store has\n", perr)
+			return img, nil
+		}
+		return pimg, perr
+	case errors.Is(err, store.ErrNotFound) && policy == store.PullNever:
+		return nil, fmt.Errorf("%w (--pull never: the registry is not asked)", err)
+	case errors.Is(err, store.ErrNotFound):
+		slog.Debug("image not in the store, pulling", "stage", "run", "ref", ref)
+		return st.Pull(ctx, ref, pull)
+	}
+	return img, err
+}
+
 // prepareRootfs finds ref in the store (pulling it when absent) and makes
 // the container's rootfs of the given mode (rootfsFUSE or rootfsOverlay)
 // and its upper and work directories. For overlay it extracts each of the
@@ -43,10 +63,10 @@ type preparedRootfs struct {
 // This process holds the container's store lock until cleanup, which
 // removes them (containers are temporary: --rm is the only behaviour for
 // now); if dabba is killed instead, `dabba gc` or the next `dabba run`
-// removes them. An image not in the store is pulled with pull. With lm.on
+// removes them. The image is found or pulled as policy says (imageFor). With lm.on
 // (the mode is then fuse) nothing is pulled: the
 // image is opened lazily (openLazyImage) and served as it is fetched.
-func prepareRootfs(ctx context.Context, g *globals, ref, id, mode string, maps *sandbox.IDMaps, lm *lazyMode, pull store.PullOptions) (*preparedRootfs, error) {
+func prepareRootfs(ctx context.Context, g *globals, ref, id, mode string, maps *sandbox.IDMaps, lm *lazyMode, policy store.PullPolicy, pull store.PullOptions) (*preparedRootfs, error) {
 	st, err := store.Open(g.root)
 	if err != nil {
 		return nil, err
@@ -70,11 +90,7 @@ func prepareRootfs(ctx context.Context, g *globals, ref, id, mode string, maps *
 		}
 		return prepareFUSERootfs(g, st, nil, li, cfg, id, maps)
 	}
-	img, err := st.Lookup(ref)
-	if errors.Is(err, store.ErrNotFound) {
-		slog.Debug("image not in the store, pulling", "stage", "run", "ref", ref)
-		img, err = st.Pull(ctx, ref, pull)
-	}
+	img, err := imageFor(ctx, g, st, ref, policy, pull)
 	if err != nil {
 		return nil, err
 	}

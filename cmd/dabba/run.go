@@ -25,6 +25,7 @@ import (
 // runOptions are the flags of `dabba run`, with podman's names.
 type runOptions struct {
 	reg              registryFlags // for the pull of an image not in the store
+	pull             string        // --pull: store.PullPolicy
 	interactive, tty bool
 	env              []string
 	entrypoint       string
@@ -72,6 +73,7 @@ func newRunCmd(g *globals) *command {
 	fs.Int64Var(&o.pidsLimit, "pids-limit", 0, "limit the number of processes")
 	fs.StringVar(&o.cpus, "cpus", "", "CPU limit as a number of CPUs (e.g. 1.5)")
 	fs.BoolVar(&o.readOnly, "read-only", false, "mount the image read-only (/tmp, /run and /dev stay writable)")
+	fs.StringVar(&o.pull, "pull", "missing", "when to ask the registry about the image: missing (only when the store does not know it), newer (check the tag and fetch what changed; the store's image when the registry does not answer), always (as newer, but the registry must answer), never")
 	fs.StringVar(&o.rootfs, "rootfs", "", "root filesystem: fuse (the image served from its layers in the store by dabba-fs, nothing extracted; the default where /dev/fuse is usable), overlay (layers extracted once, kernel overlayfs; the default elsewhere), or an absolute directory path to run in instead of an image (then no IMAGE argument)")
 	o.lazy.add(fs)
 	o.reg.add(fs)
@@ -109,7 +111,11 @@ func (o *runOptions) run(ctx context.Context, g *globals, fs *pflag.FlagSet, arg
 	if err != nil {
 		return err
 	}
-	lm.opts.Platform, lm.opts.Insecure = platform, insecure
+	policy, err := store.ParsePullPolicy(o.pull)
+	if err != nil {
+		return usageErr("%w", err)
+	}
+	lm.opts.Platform, lm.opts.Insecure, lm.opts.Pull = platform, insecure, policy
 	pull := store.PullOptions{Platform: platform, Insecure: insecure, Progress: g.stderr}
 	if lm.on && (dirRootfs || o.rootfs == rootfsOverlay) {
 		return usageErr("--lazy needs --rootfs fuse (the image is served over FUSE as it is fetched): drop --rootfs %s, or drop --lazy to pull the image first", o.rootfs)
@@ -212,7 +218,7 @@ func (o *runOptions) run(ctx context.Context, g *globals, fs *pflag.FlagSet, arg
 				return &exitError{code: exitDabba, err: fmt.Errorf("%s: %w (load the fuse module and make /dev/fuse readable and writable by you, or %s)", flag, err, alt)}
 			}
 		}
-		p, err := prepareRootfs(ctx, g, args[0], id, mode, maps, lm, pull)
+		p, err := prepareRootfs(ctx, g, args[0], id, mode, maps, lm, policy, pull)
 		if err != nil {
 			return err
 		}
@@ -302,7 +308,7 @@ func (o *runOptions) run(ctx context.Context, g *globals, fs *pflag.FlagSet, arg
 		// it on the layers extracted instead.
 		slog.Debug("rootfs", "stage", "run", "type", rootfsOverlay, "why", fmt.Sprintf("dabba-fs could not be mounted (%v): extracting the layers", err))
 		prep.cleanup()
-		p, perr := prepareRootfs(ctx, g, args[0], id, rootfsOverlay, maps, lm, pull)
+		p, perr := prepareRootfs(ctx, g, args[0], id, rootfsOverlay, maps, lm, policy, pull)
 		if perr != nil {
 			return perr
 		}

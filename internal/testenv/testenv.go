@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"os"
@@ -17,10 +18,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/dabba/dabba/internal/imagebuild"
@@ -342,6 +345,41 @@ func Registry(t testing.TB) string {
 	}
 	t.Cleanup(func() { r.Close() })
 	return r.Host
+}
+
+// CountingRegistry is a Registry that counts the requests it answers
+// (pushes included), and that a test can stop.
+type CountingRegistry struct {
+	Host string
+	n    atomic.Int64
+	r    *imagebuild.Registry
+}
+
+// Requests returns the number of requests answered so far.
+func (c *CountingRegistry) Requests() int64 { return c.n.Load() }
+
+// Close stops the registry (also done at the test's end).
+func (c *CountingRegistry) Close() { c.r.Close() }
+
+// lineCounter counts the lines the registry logs: one per request.
+type lineCounter struct{ n *atomic.Int64 }
+
+func (w lineCounter) Write(p []byte) (int, error) {
+	w.n.Add(int64(bytes.Count(p, []byte("\n"))))
+	return len(p), nil
+}
+
+// NewCountingRegistry starts a CountingRegistry on 127.0.0.1.
+func NewCountingRegistry(t testing.TB) *CountingRegistry {
+	t.Helper()
+	c := &CountingRegistry{}
+	r, err := imagebuild.StartRegistry("127.0.0.1:0", registry.Logger(log.New(lineCounter{&c.n}, "", 0)), registry.WithReferrersSupport(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.r, c.Host = r, r.Host
+	t.Cleanup(func() { r.Close() })
+	return c
 }
 
 // Push pushes img to host/repo:tag and returns the reference.
