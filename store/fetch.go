@@ -58,6 +58,11 @@ type layerResult struct {
 func (s *Store) fetchLayer(ctx context.Context, c *registryClient, l Layer, p *progress) (int64, error) {
 	present := func() (int64, bool, error) {
 		n, ok, err := s.presentLayer(c.image, l)
+		if ok && err == nil && !s.checkpointsUsable(l.Digest) {
+			// Rebuilt below from the local blob, with the index.
+			slog.Warn("gzip checkpoints of a stored layer are damaged; rebuilding them", "stage", "pull", "layer", l.Digest.String())
+			ok = false
+		}
 		switch {
 		case err != nil:
 			p.done(l.Digest, -1, "failed")
@@ -161,6 +166,14 @@ func (s *Store) Checkpoints(h v1.Hash) (*gzran.Index, error) {
 		return nil, fmt.Errorf("gzip checkpoints of layer %s: %w", h, err)
 	}
 	return &ix, nil
+}
+
+// checkpointsUsable reports whether layer blob h's gzip checkpoints, when
+// it has a file of them, read and check (a blob without is fine: not
+// gzip, or pulled without checkpoints).
+func (s *Store) checkpointsUsable(h v1.Hash) bool {
+	_, err := s.Checkpoints(h)
+	return err == nil || errors.Is(err, os.ErrNotExist)
 }
 
 const checkpointsSuffix = ".gzran"

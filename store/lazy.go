@@ -230,9 +230,10 @@ func (s *Store) OpenLazy(ctx context.Context, ref string, opts LazyOptions) (li 
 	}
 	lctx, cancel := context.WithCancel(context.Background())
 	li = &LazyImage{Image: img, s: s, ctx: lctx, cancel: cancel, prefetched: make(chan struct{}), recording: !opts.NoRecord, recSeen: map[[2]int]bool{}, recBlocks: map[block]bool{}}
+	opened := li // `return nil, err` clears li before this runs
 	defer func() {
 		if err != nil {
-			li.closeLayers()
+			opened.closeLayers()
 			cancel()
 		}
 	}()
@@ -627,10 +628,14 @@ func (s *Store) openLocal(image string, ll *LazyLayer) (bool, error) {
 		// read checked against the blob's chunk checksums, inflated
 		// spans kept in memory and in inflated/ for later containers.
 		// A bare gzran reader would inflate up to a whole span per read.
-		f.Close()
 		gz, err := s.Checkpoints(ll.Digest)
+		if errors.Is(err, os.ErrNotExist) {
+			// Pulled without checkpoints: as zstd, below.
+			return s.openDecompressed(ll, ix, f)
+		}
+		f.Close()
 		if err != nil {
-			return false, nil
+			return false, fmt.Errorf("%s: %w: the store's copy is damaged; `dabba pull %s` rebuilds it", image, err, image)
 		}
 		sums, err := s.ChunkSums(ll.Digest)
 		if err != nil {
@@ -646,20 +651,32 @@ func (s *Store) openLocal(image string, ll *LazyLayer) (bool, error) {
 		}
 		ll.r, closeFn = blobReader{b}, b.Close
 	default:
-		// zstd: decompressed once into an unlinked file.
-		t, err := decompressToTemp(f, s.tmpDir())
-		f.Close()
-		if err != nil {
-			return false, fmt.Errorf("layer %s: %w", ll.Digest, err)
-		}
-		ll.r, closeFn = t, t.Close
+		return s.openDecompressed(ll, ix, f)
 	}
+	ll.setLocal(ix, closeFn)
+	return true, nil
+}
+
+// openDecompressed makes ll read the blob f (zstd, or gzip without
+// checkpoints) decompressed once into an unlinked file; it closes f.
+func (s *Store) openDecompressed(ll *LazyLayer, ix *layers.Index, f *os.File) (bool, error) {
+	t, err := decompressToTemp(f, s.tmpDir())
+	f.Close()
+	if err != nil {
+		return false, fmt.Errorf("layer %s: %w", ll.Digest, err)
+	}
+	ll.r = t
+	ll.setLocal(ix, t.Close)
+	return true, nil
+}
+
+// setLocal finishes a layer read from the store.
+func (ll *LazyLayer) setLocal(ix *layers.Index, closeFn func() error) {
 	if ll.Kind == "" {
 		ll.Kind = KindLocal
 	}
 	ll.Index, ll.close = ix, closeFn
 	ll.verified.Store(true)
-	return true, nil
 }
 
 // blobReader reads the one layer of an fs.Blobs.

@@ -1006,3 +1006,62 @@ func TestLazyPullPolicy(t *testing.T) {
 		t.Errorf("--pull never, image unknown here: %v, want ErrNotFound naming --pull never", err)
 	}
 }
+
+// TestLazyDamagedCheckpoints: a pulled gzip layer whose checkpoint file
+// went bad makes a lazy open fail, naming the image and `dabba pull`,
+// which then rebuilds them from the local blob; a layer without any reads
+// decompressed; an open that fails after its layers were opened (an
+// eStargz TOC that is not the annotated one) closes them and returns the
+// error.
+func TestLazyDamagedCheckpoints(t *testing.T) {
+	ctx := context.Background()
+	host := testenv.Registry(t)
+	want := map[string]string{".": "dir", "etc": "dir", "lib": "dir", "etc/v": "one\n", "lib/f": lazyText(3, 900_000)}
+	img := testenv.ImageOfTars(t, layertest.Tar(layertest.Dir("etc"), layertest.File("etc/v", want["etc/v"]),
+		layertest.Dir("lib"), layertest.File("lib/f", want["lib/f"])))
+	ref := testenv.Push(t, img, host, "lazy/ckpt:1")
+	s := openTemp(t)
+	if _, err := s.Pull(ctx, ref, quiet()); err != nil {
+		t.Fatal(err)
+	}
+	ck := s.CheckpointsPath(testenv.LayerDigests(t, img)[0])
+	b, err := os.ReadFile(ck)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0x40
+	if err := os.WriteFile(ck, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.OpenLazy(ctx, ref, LazyOptions{}); err == nil || !strings.Contains(err.Error(), "checksum mismatch") || !strings.Contains(err.Error(), "dabba pull "+ref) {
+		t.Fatalf("lazy open with damaged checkpoints: %v", err)
+	}
+	if _, err := s.Pull(ctx, ref, quiet()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Checkpoints(testenv.LayerDigests(t, img)[0]); err != nil {
+		t.Fatalf("checkpoints after the pull: %v", err)
+	}
+	// Rebuilt, then removed (read decompressed).
+	for range 2 {
+		li := openLazy(t, s, ref, LazyOptions{NoPrefetch: true, NoRecord: true})
+		sameContents(t, lazyContents(t, li), want)
+		li.Close()
+		os.Remove(ck)
+	}
+
+	bad := estargzLayer(t, layertest.Tar(layertest.Dir("etc"), layertest.File("etc/w", "w\n")))
+	bad.Annotations[remote.TOCDigestAnnotation] = "sha256:" + strings.Repeat("ab", 32)
+	base, err := imagebuild.LayerFromTar(layertest.Tar(layertest.Dir("x")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bimg, err := mutate.Append(empty.Image, mutate.Addendum{Layer: base}, bad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bref := testenv.Push(t, bimg, host, "lazy/badtoc:1")
+	if _, err := openTemp(t).OpenLazy(ctx, bref, LazyOptions{}); err == nil || !strings.Contains(err.Error(), "lazy/badtoc:1") {
+		t.Fatalf("lazy open with a wrong TOC digest: %v", err)
+	}
+}
