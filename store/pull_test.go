@@ -636,7 +636,8 @@ func TestStoredLayerWithOtherDiffID(t *testing.T) {
 }
 
 // TestRepairs: a lost index is rebuilt from the stored blob without a
-// download; a stored blob gone bad on disk is fetched again.
+// download; a stored blob gone bad on disk is fetched again; a damaged
+// diff_id record or damaged gzip checkpoints are rebuilt without one.
 func TestRepairs(t *testing.T) {
 	fr := testenv.NewFaultRegistry(t)
 	img := testenv.MultiLayerImage(t)
@@ -672,5 +673,30 @@ func TestRepairs(t *testing.T) {
 	}
 	if sum, _ := os.ReadFile(s.BlobPath(l.Digest)); sha256Hash(sum) != l.Digest {
 		t.Error("stored blob still bad")
+	}
+	// A damaged record of the verified diff_id, then damaged gzip
+	// checkpoints: each verified and rebuilt from the stored blob.
+	for _, damage := range []func(){
+		func() { os.WriteFile(s.diffIDPath(l.Digest), []byte("garbage\n"), 0o644) },
+		func() {
+			b, _ := os.ReadFile(s.CheckpointsPath(l.Digest))
+			b[len(b)/2] ^= 1
+			os.WriteFile(s.CheckpointsPath(l.Digest), b, 0o644)
+		},
+	} {
+		damage()
+		out.Reset()
+		if _, err := s.Pull(ctx, ref, PullOptions{Progress: &out}); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out.String(), " indexed\n") {
+			t.Errorf("progress after damage:\n%s", out.String())
+		}
+		if _, err := s.Checkpoints(l.Digest); err != nil {
+			t.Errorf("checkpoints after the pull: %v", err)
+		}
+	}
+	if n := fr.BlobGets(l.Digest.String()); n != 2 {
+		t.Errorf("layer fetched %d times after damaged records, want still 2", n)
 	}
 }

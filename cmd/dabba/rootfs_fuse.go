@@ -92,11 +92,11 @@ func buildFUSE(st *store.Store, img *store.Image, cdir string, maps *sandbox.IDM
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
 	tree, bs, err := cli.ImageTree(st, img)
 	if err != nil {
-		return nil, nil, err // run adds that --rootfs overlay extracts it instead
+		return nil, nil, &storeCopyError{err: err, image: img.Name}
 	}
 	blobs, err := fs.OpenBlobs(cdir, bs)
 	if err != nil {
-		return nil, nil, fmt.Errorf("image %s: %w", img.Name, err)
+		return nil, nil, &storeCopyError{err: fmt.Errorf("image %s: %w", img.Name, err), image: img.Name}
 	}
 	opts := fuseOptions(maps)
 	opts.PushAhead = true // the blobs are local
@@ -108,6 +108,21 @@ func buildFUSE(st *store.Store, img *store.Image, cdir string, maps *sandbox.IDM
 	slog.Debug("fuse rootfs ready", "stage", "run", "image", img.Name, "layers", len(bs), "inodes", tree.NumInodes(), "took", time.Since(start))
 	return fsys, blobs, nil
 }
+
+// storeCopyError is a failure to read the store's files of an image (a
+// layer's index, checkpoints or blob): `dabba pull` repairs them, rebuilding
+// what derives from a blob from the local copy and fetching a missing or
+// truncated blob again.
+type storeCopyError struct {
+	err   error
+	image string
+}
+
+func (e *storeCopyError) Error() string {
+	return fmt.Sprintf("%v; `dabba pull %s` repairs the store's copy", e.err, e.image)
+}
+
+func (e *storeCopyError) Unwrap() error { return e.err }
 
 // wait waits until the filesystem is built (at once for a lazy image) and
 // returns the error of building it.

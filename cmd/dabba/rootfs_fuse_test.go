@@ -357,7 +357,7 @@ func TestFUSECorruptBlob(t *testing.T) {
 	for _, mode := range [][]string{{"--rootfs", "fuse"}, {"--lazy"}} {
 		args := append(append([]string{"--root", root, "run", "--network", "none"}, mode...), ref, "true")
 		o = e.u.RunAs(t.Context(), e.home, nil, "", e.dabba, args...)
-		if o.Code == 0 || !strings.Contains(o.Stderr, "checksum mismatch") || !strings.Contains(o.Stderr, "pull") {
+		if o.Code == 0 || !strings.Contains(o.Stderr, "checksum mismatch") || !strings.Contains(o.Stderr, "dabba pull "+ref) || strings.Contains(o.Stderr, "--rootfs overlay") {
 			t.Errorf("%s, damaged checkpoints: status %d, stderr %q", mode, o.Code, o.Stderr)
 		}
 	}

@@ -329,7 +329,8 @@ func (o *runOptions) run(ctx context.Context, g *globals, fs *pflag.FlagSet, arg
 	if err != nil {
 		var se *sandbox.StageError
 		if errors.As(err, &se) {
-			if fuse != nil && (se.Stage == "rootfs" || se.Stage == "fuse") {
+			var sce *storeCopyError
+			if fuse != nil && (se.Stage == "rootfs" || se.Stage == "fuse") && !errors.As(err, &sce) {
 				if lm.on {
 					err = fmt.Errorf("%w (the image is served over FUSE; without --lazy, --rootfs overlay pulls and extracts it instead)", err)
 				} else {
