@@ -152,12 +152,21 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	var ee *exitError
 	if errors.As(err, &ee) {
 		if ee.err != nil {
-			fmt.Fprintf(stderr, "dabba %s: %v\n", c.name, ee.err)
+			fmt.Fprintf(stderr, "dabba %s: %v%s\n", c.name, ee.err, errorHint(ee.err, g))
 		}
 		return ee.code
 	}
-	fmt.Fprintf(stderr, "dabba %s: %v\n", c.name, err)
+	fmt.Fprintf(stderr, "dabba %s: %v%s\n", c.name, err, errorHint(err, g))
 	return exitDabba
+}
+
+// errorHint is what to do about err where its message cannot say it: a
+// full disk, wherever it happened.
+func errorHint(err error, g *globals) string {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return fmt.Sprintf(" (free space on the filesystem of %s: `dabba gc` removes unused blobs, partial downloads and the chunk cache of lazy runs)", g.root)
+	}
+	return ""
 }
 
 // seedForm turns `dabba IMAGE TAG`, the first form dabba had, into the

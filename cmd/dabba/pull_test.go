@@ -3,8 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -711,5 +714,39 @@ func TestRunPlatform(t *testing.T) {
 	}
 	if d.storeFiles("blobs", "sha256") != nil {
 		t.Errorf("failed runs left blobs: %v", d.storeFiles("blobs", "sha256"))
+	}
+}
+
+// TestPullDiskFull pulls into a store on a tmpfs too small for the layer:
+// the error names the full disk and `dabba gc`, the store holds no blob
+// that is not whole, and gc frees what the pull left.
+func TestPullDiskFull(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipping: runs the real binary as the test user (-short)")
+	}
+	d := newDabbaUser(t)
+	small := filepath.Join(d.home, "small")
+	if err := os.Mkdir(small, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", small, "tmpfs", 0, fmt.Sprintf("size=512k,uid=%d,gid=%d", d.u.UID, d.u.GID)); err != nil {
+		testenv.Missing(t, "cannot mount a tmpfs: "+err.Error(), "run the tests as root")
+	}
+	t.Cleanup(func() { syscall.Unmount(small, syscall.MNT_DETACH) })
+	ref := testenv.Push(t, testenv.BusyboxImage(t), testenv.Registry(t), "test/full:1")
+	root := filepath.Join(small, "store")
+	errs := d.fails("--root", root, "pull", "-q", ref)
+	if !strings.Contains(errs, "no space left on device") || !strings.Contains(errs, "dabba gc") || !strings.Contains(errs, root) {
+		t.Errorf("pull into a full store: %q", errs)
+	}
+	blobs, _ := filepath.Glob(filepath.Join(root, "blobs", "sha256", "*"))
+	for _, b := range blobs {
+		data, err := os.ReadFile(b)
+		if sum := sha256.Sum256(data); err != nil || hex.EncodeToString(sum[:]) != filepath.Base(b) {
+			t.Errorf("blob %s in the store is not whole (%v)", filepath.Base(b), err)
+		}
+	}
+	if out := d.ok("--root", root, "gc"); !strings.Contains(out, "freed") {
+		t.Errorf("gc after the failed pull: %q", out)
 	}
 }
