@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"golang.org/x/sync/errgroup"
@@ -180,7 +181,58 @@ type LazyImage struct {
 // The learnt files of earlier runs (and eStargz landmark files) are
 // prefetched in the background at open (WaitPrefetch waits); the files
 // this run reads are recorded and saved by Close for the next run.
-func (s *Store) OpenLazy(ctx context.Context, ref string, opts LazyOptions) (li *LazyImage, err error) {
+func (s *Store) OpenLazy(ctx context.Context, ref string, opts LazyOptions) (*LazyImage, error) {
+	o, err := s.StartLazy(ctx, ref, opts)
+	if err != nil {
+		return nil, err
+	}
+	return o.Wait()
+}
+
+// LazyOpening is a lazy image being opened (StartLazy): its manifest and
+// config are resolved (Image), its layers, their indexes and the merged
+// tree are being opened in the background.
+type LazyOpening struct {
+	// Image is the image as resolved; LazyImage.Image once open.
+	Image *Image
+	done  chan struct{}
+	li    *LazyImage
+	err   error
+}
+
+// Wait returns the open image, or why it could not be opened.
+func (o *LazyOpening) Wait() (*LazyImage, error) {
+	<-o.done
+	return o.li, o.err
+}
+
+// Close waits for the opening and closes the image, for a caller that
+// gives up on it.
+func (o *LazyOpening) Close() {
+	if li, err := o.Wait(); err == nil {
+		li.Close()
+	}
+}
+
+func startOpening(img *Image, open func() (*LazyImage, error)) *LazyOpening {
+	o := &LazyOpening{Image: img, done: make(chan struct{})}
+	go func() {
+		defer close(o.done)
+		o.li, o.err = open()
+	}()
+	return o
+}
+
+// StartLazy is OpenLazy in two steps, so that a caller can do other work
+// while the layers open (`dabba run` sets up the container's namespaces):
+// it returns once the manifest and config are resolved (the errors of
+// that step, a missing image or an unreachable registry, are its own), and
+// opens the rest in the background; LazyOpening.Wait returns the result.
+func (s *Store) StartLazy(ctx context.Context, ref string, opts LazyOptions) (*LazyOpening, error) {
+	return s.startLazy(ctx, ref, opts, true)
+}
+
+func (s *Store) startLazy(ctx context.Context, ref string, opts LazyOptions, tryPulled bool) (*LazyOpening, error) {
 	r, err := ParseReference(ref, opts.Insecure)
 	if err != nil {
 		return nil, err
@@ -188,9 +240,20 @@ func (s *Store) OpenLazy(ctx context.Context, ref string, opts LazyOptions) (li 
 	if opts.Pull == "" {
 		opts.Pull = PullMissing
 	}
-	if opts.Pull == PullMissing || opts.Pull == PullNever {
-		if li, err := s.openPulled(ref, opts); li != nil || err != nil {
-			return li, err
+	if tryPulled && (opts.Pull == PullMissing || opts.Pull == PullNever) {
+		if img, err := s.Lookup(ref); err == nil {
+			return startOpening(img, func() (*LazyImage, error) {
+				if li, err := s.openPulled(img, opts); li != nil || err != nil {
+					return li, err
+				}
+				// A layer of the pulled image is not in the store (any
+				// more): open the same image from its registry.
+				o, err := s.startLazy(ctx, r.Context().Digest(img.ManifestDigest.String()).String(), opts, false)
+				if err != nil {
+					return nil, err
+				}
+				return o.Wait()
+			}), nil
 		}
 	}
 	c, err := newLazyRegistryClient(r, opts.Insecure)
@@ -224,6 +287,22 @@ func (s *Store) OpenLazy(ctx context.Context, ref string, opts LazyOptions) (li 
 	if err != nil {
 		return nil, err
 	}
+	findIndex := func() (*foundIndex, error) {
+		if indexStarted {
+			res := <-indexc
+			return res.fi, res.err
+		}
+		return s.findIndex(ctx, c, img.ManifestDigest, img.Layers, opts.RequirePinned)
+	}
+	return startOpening(img, func() (*LazyImage, error) {
+		return s.openLayers(ctx, r, c, img, m, opts, findIndex)
+	}), nil
+}
+
+// openLayers opens the layers of img (manifest m) for OpenLazy;
+// findIndex returns the index artifact, asked for when the first layer
+// needs it.
+func (s *Store) openLayers(ctx context.Context, r name.Reference, c *registryClient, img *Image, m *v1.Manifest, opts LazyOptions, findIndex func() (*foundIndex, error)) (li *LazyImage, err error) {
 	cache, err := remote.OpenCache(s.CacheDir(), opts.CacheSize)
 	if err != nil {
 		return nil, err
@@ -294,13 +373,7 @@ func (s *Store) OpenLazy(ctx context.Context, ref string, opts LazyOptions) (li 
 		}
 		if !idxLooked {
 			idxLooked = true
-			if indexStarted {
-				res := <-indexc
-				idx, err = res.fi, res.err
-			} else {
-				idx, err = s.findIndex(ctx, c, img.ManifestDigest, img.Layers, opts.RequirePinned)
-			}
-			if err != nil {
+			if idx, err = findIndex(); err != nil {
 				if ctx.Err() != nil {
 					return nil, err
 				}
@@ -388,14 +461,10 @@ func (s *Store) OpenLazy(ctx context.Context, ref string, opts LazyOptions) (li 
 	return li, nil
 }
 
-// openPulled opens ref from the store when a pull left all of it there (as
-// `dabba run` finds an image in the store first): no network at all. It
-// returns nil, nil otherwise.
-func (s *Store) openPulled(ref string, opts LazyOptions) (*LazyImage, error) {
-	img, err := s.Lookup(ref)
-	if err != nil {
-		return nil, nil
-	}
+// openPulled opens img, which a pull left in the store (as `dabba run`
+// finds an image in the store first): no network at all. It returns nil,
+// nil when a layer is not there after all.
+func (s *Store) openPulled(img *Image, opts LazyOptions) (*LazyImage, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	li := &LazyImage{Image: img, s: s, ctx: ctx, cancel: cancel, prefetched: make(chan struct{}), recording: !opts.NoRecord, recSeen: map[[2]int]bool{}, recBlocks: map[block]bool{}}
 	for _, l := range img.Layers {

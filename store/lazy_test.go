@@ -68,34 +68,12 @@ func lazyRandom(seed uint64, n int) string {
 	return string(b)
 }
 
-// estargzLayer builds an eStargz layer from a tar, with its TOC annotation.
-func estargzLayer(t *testing.T, tarb []byte, opts ...estargz.Option) mutate.Addendum {
-	t.Helper()
-	b, err := estargz.Build(io.NewSectionReader(bytes.NewReader(tarb), 0, int64(len(tarb))), opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	blob, err := io.ReadAll(b)
-	b.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	diff, err := v1.NewHash(b.DiffID().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return mutate.Addendum{
-		Layer:       testenv.RawLayer(blob, diff),
-		Annotations: map[string]string{remote.TOCDigestAnnotation: b.TOCDigest().String()},
-	}
-}
-
 // mixedImage: an eStargz base layer, a gzip layer with several 1 MiB
 // checkpoints' worth of files, and the whiteout layers of
 // testenv.MultiLayerImage.
 func mixedImage(t *testing.T) v1.Image {
 	t.Helper()
-	es := estargzLayer(t, layertest.Tar(
+	es := testenv.EStargzLayer(t, layertest.Tar(
 		layertest.Dir("etc"), layertest.File("etc/hostname", "box\n"),
 		layertest.File("etc/gone", "x"), layertest.Dir("usr"),
 		layertest.File("usr/big", lazyText(1, 600_000), layertest.Mode(0o755)),
@@ -613,7 +591,7 @@ func TestIndexPushErrors(t *testing.T) {
 	if _, err := s.PushIndex(ctx, "UPPER/case", IndexPushOptions{}); err == nil || !strings.Contains(err.Error(), "invalid image reference") {
 		t.Errorf("bad reference: %v", err)
 	}
-	es, err := mutate.Append(empty.Image, estargzLayer(t, layertest.Tar(layertest.File("a", "b"))))
+	es, err := mutate.Append(empty.Image, testenv.EStargzLayer(t, layertest.Tar(layertest.File("a", "b"))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1050,7 +1028,7 @@ func TestLazyDamagedCheckpoints(t *testing.T) {
 		os.Remove(ck)
 	}
 
-	bad := estargzLayer(t, layertest.Tar(layertest.Dir("etc"), layertest.File("etc/w", "w\n")))
+	bad := testenv.EStargzLayer(t, layertest.Tar(layertest.Dir("etc"), layertest.File("etc/w", "w\n")))
 	bad.Annotations[remote.TOCDigestAnnotation] = "sha256:" + strings.Repeat("ab", 32)
 	base, err := imagebuild.LayerFromTar(layertest.Tar(layertest.Dir("x")))
 	if err != nil {

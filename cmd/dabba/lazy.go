@@ -54,22 +54,24 @@ func (lf *lazyFlags) parse(g *globals) (*lazyMode, error) {
 	return m, nil
 }
 
-// openLazyImage opens ref for a lazy run: manifest, config and layer indexes
-// now, file bytes when read. The caller serves li.Tree over FUSE with li
-// as the fs.LayerReader (fs.New(li.Tree, li, opts)), calls
-// li.StartBackground() once the container runs (if m.background), and
-// li.Close() when it has ended (which stops the background fetch and saves
-// the files read, for the next run's prefetch).
-func openLazyImage(ctx context.Context, st *store.Store, ref string, m *lazyMode) (*store.LazyImage, error) {
-	li, err := st.OpenLazy(ctx, ref, m.opts)
-	if err != nil {
-		return nil, err
-	}
+// startLazyImage starts opening ref for a lazy run: manifest and config
+// now, the layers and their indexes in the background (while the
+// container's namespaces are set up), file bytes when read. The FUSE
+// rootfs (prepareLazyFUSE) waits for the opening and serves its Tree with
+// the LazyImage as the fs.LayerReader; StartBackground is called once the
+// container runs (if m.background), and Close when it has ended (which
+// stops the background fetch and saves the files read, for the next run's
+// prefetch).
+func startLazyImage(ctx context.Context, st *store.Store, ref string, m *lazyMode) (*store.LazyOpening, error) {
+	return st.StartLazy(ctx, ref, m.opts)
+}
+
+// logLazyImage logs what an opened lazy image is made of.
+func logLazyImage(li *store.LazyImage) {
 	kinds := map[store.LazyKind]int{}
 	for _, l := range li.Layers {
 		kinds[l.Kind]++
 	}
 	slog.Debug("lazy image", "stage", "run", "image", li.Image.Name, "layers", len(li.Layers), "kinds", fmt.Sprint(kinds),
 		"artifact", li.IndexArtifact.String(), "pinned", li.IndexPinned, "learned", len(li.Learned()))
-	return li, nil
 }

@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"crypto/md5"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -14,7 +12,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/containerd/stargz-snapshotter/estargz"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
@@ -70,24 +67,8 @@ func lazyImage(t *testing.T, stargz bool) v1.Image {
 	}
 	img := testenv.ImageOfLayers(t)
 	for _, tb := range tars {
-		b, err := estargz.Build(io.NewSectionReader(bytes.NewReader(tb), 0, int64(len(tb))))
-		if err != nil {
-			t.Fatal(err)
-		}
-		blob, err := io.ReadAll(b)
-		b.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		diff, err := v1.NewHash(b.DiffID().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		img, err = mutate.Append(img, mutate.Addendum{
-			Layer:       testenv.RawLayer(blob, diff),
-			Annotations: map[string]string{remote.TOCDigestAnnotation: b.TOCDigest().String()},
-		})
-		if err != nil {
+		var err error
+		if img, err = mutate.Append(img, testenv.EStargzLayer(t, tb)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -385,5 +366,28 @@ func TestGCSummary(t *testing.T) {
 		if got != tc.want {
 			t.Errorf("gcSummary(%d blobs, %d bytes, cache %d keep %d) = %q, want %q", tc.blobs, tc.bytes, tc.freed, tc.keep, got, tc.want)
 		}
+	}
+}
+
+// TestRunLazyOpenFails: a lazy image whose layers fail to open, which
+// happens while the container's namespaces are set up (here an eStargz
+// layer whose TOC is not the annotated one), stops the run before its
+// command with one line naming the image and layer, and leaves no
+// container behind.
+func TestRunLazyOpenFails(t *testing.T) {
+	d := newLazyUser(t)
+	layer := testenv.EStargzLayer(t, busyboxTar(t))
+	layer.Annotations[remote.TOCDigestAnnotation] = "sha256:" + strings.Repeat("0", 64)
+	img, err := mutate.Append(testenv.ImageOfLayers(t), layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := testenv.Push(t, img, testenv.Registry(t), "lazy/badtoc:1")
+	out, errs, code := d.run("run", "--lazy", "--network", "none", ref, "echo", "ran")
+	if code != 125 || out != "" || !strings.HasPrefix(errs, "dabba run: "+ref) || strings.Contains(errs, "fuse:") || strings.Count(strings.TrimSpace(errs), "\n") != 0 {
+		t.Errorf("exit %d, stdout %q, stderr %q; want 125 and one line naming the image", code, out, errs)
+	}
+	if left := d.storeFiles("containers"); len(left) != 0 {
+		t.Errorf("containers left: %q", left)
 	}
 }

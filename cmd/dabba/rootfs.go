@@ -65,7 +65,8 @@ func imageFor(ctx context.Context, g *globals, st *store.Store, ref string, poli
 // now); if dabba is killed instead, `dabba gc` or the next `dabba run`
 // removes them. The image is found or pulled as policy says (imageFor). With lm.on
 // (the mode is then fuse) nothing is pulled: the
-// image is opened lazily (openLazyImage) and served as it is fetched.
+// image is opened lazily (startLazyImage: the layers while the namespaces
+// are set up) and served as it is fetched.
 func prepareRootfs(ctx context.Context, g *globals, ref, id, mode string, maps *sandbox.IDMaps, lm *lazyMode, policy store.PullPolicy, pull store.PullOptions) (*preparedRootfs, error) {
 	st, err := store.Open(g.root)
 	if err != nil {
@@ -80,15 +81,15 @@ func prepareRootfs(ctx context.Context, g *globals, ref, id, mode string, maps *
 	}
 	st.RemoveFunc = func(p string) error { return removeInUserNS(p, maps) }
 	if lm != nil && lm.on {
-		li, err := openLazyImage(ctx, st, ref, lm)
+		lo, err := startLazyImage(ctx, st, ref, lm)
 		if err != nil {
 			return nil, err
 		}
 		var cfg v1.Config
-		if li.Image.Config != nil {
-			cfg = li.Image.Config.Config
+		if lo.Image.Config != nil {
+			cfg = lo.Image.Config.Config
 		}
-		return prepareFUSERootfs(g, st, nil, li, cfg, id, maps)
+		return prepareFUSERootfs(g, st, nil, lo, cfg, id, maps)
 	}
 	img, err := imageFor(ctx, g, st, ref, policy, pull)
 	if err != nil {

@@ -148,17 +148,38 @@ func fuseOptions(maps *sandbox.IDMaps) fs.Options {
 	return opts
 }
 
-// prepareLazyFUSE makes the lazily opened image li ready to serve over
-// FUSE: its merged tree, with li reading (fetching, verifying, caching) the
-// bytes of the files as the container reads them.
-func prepareLazyFUSE(li *store.LazyImage, maps *sandbox.IDMaps) (*fuseRootfs, error) {
-	fsys, err := fs.New(li.Tree, li, fuseOptions(maps))
-	if err != nil {
-		return nil, fmt.Errorf("image %s: %w", li.Image.Name, err)
-	}
-	slog.Debug("lazy fuse rootfs ready", "stage", "run", "image", li.Image.Name, "layers", len(li.Layers), "inodes", li.Tree.NumInodes())
-	return &fuseRootfs{image: li.Image.Name, fsys: fsys, lazy: li}, nil
+// prepareLazyFUSE starts making the lazily opening image lo ready to
+// serve over FUSE, in the background as prepareFUSE does: once lo is open,
+// its merged tree, with the LazyImage reading (fetching, verifying,
+// caching) the bytes of the files as the container reads them.
+func prepareLazyFUSE(lo *store.LazyOpening, maps *sandbox.IDMaps) *fuseRootfs {
+	r := &fuseRootfs{image: lo.Image.Name, ready: make(chan struct{})}
+	go func() {
+		defer close(r.ready)
+		li, err := lo.Wait()
+		if err != nil {
+			r.err = &lazyOpenError{err}
+			return
+		}
+		logLazyImage(li)
+		fsys, err := fs.New(li.Tree, li, fuseOptions(maps))
+		if err != nil {
+			li.Close()
+			r.err = fmt.Errorf("image %s: %w", li.Image.Name, err)
+			return
+		}
+		slog.Debug("lazy fuse rootfs ready", "stage", "run", "image", li.Image.Name, "layers", len(li.Layers), "inodes", li.Tree.NumInodes())
+		r.fsys, r.lazy = fsys, li
+	}()
+	return r
 }
+
+// lazyOpenError is the failure to open a lazy image's layers: its message
+// says what went wrong and what to do.
+type lazyOpenError struct{ err error }
+
+func (e *lazyOpenError) Error() string { return e.err.Error() }
+func (e *lazyOpenError) Unwrap() error { return e.err }
 
 // Serve implements sandbox.FUSEServer: it serves the image on the
 // /dev/fuse descriptor the container's init mounted inside its namespaces,
@@ -214,9 +235,11 @@ func (r *fuseRootfs) report(ref string) string {
 // startBackground starts fetching the rest of a lazy image (no-op
 // otherwise), once the container runs.
 func (r *fuseRootfs) startBackground() {
-	if r.lazy != nil {
-		r.lazy.StartBackground()
-	}
+	go func() {
+		if r.wait() == nil && r.lazy != nil {
+			r.lazy.StartBackground()
+		}
+	}()
 }
 
 // close closes the layer blobs; for a lazy image it stops the background
@@ -257,13 +280,13 @@ func fuseDirs(cdir string) (upper, work string, err error) {
 
 // prepareFUSERootfs is prepareRootfs for a fuse rootfs: the container's
 // directory with its upper and work, and the image ready to serve: img
-// from the store's blobs, or li (not nil with --lazy) as fetched. li is
-// closed on failure and by cleanup.
-func prepareFUSERootfs(g *globals, st *store.Store, img *store.Image, li *store.LazyImage, cfg v1.Config, id string, maps *sandbox.IDMaps) (*preparedRootfs, error) {
+// from the store's blobs, or lo (not nil with --lazy) as fetched. The
+// image is closed on failure and by cleanup.
+func prepareFUSERootfs(g *globals, st *store.Store, img *store.Image, lo *store.LazyOpening, cfg v1.Config, id string, maps *sandbox.IDMaps) (*preparedRootfs, error) {
 	cdir, err := st.ContainerDir(id)
 	if err != nil {
-		if li != nil {
-			li.Close()
+		if lo != nil {
+			lo.Close()
 		}
 		return nil, err
 	}
@@ -277,21 +300,21 @@ func prepareFUSERootfs(g *globals, st *store.Store, img *store.Image, li *store.
 	switch {
 	case err != nil:
 		err = fmt.Errorf("container %s: %w", id[:12], err)
-	case li != nil:
-		fr, err = prepareLazyFUSE(li, maps)
+	case lo != nil:
+		fr = prepareLazyFUSE(lo, maps)
 	default:
 		fr = prepareFUSE(st, img, cdir, maps)
 	}
 	if err != nil {
-		if li != nil {
-			li.Close()
+		if lo != nil {
+			lo.Close()
 		}
 		remove()
 		return nil, err
 	}
 	src, kind := img, rootfsFUSE
-	if li != nil {
-		src, kind = li.Image, "lazy"
+	if lo != nil {
+		src, kind = lo.Image, "lazy"
 	}
 	return &preparedRootfs{
 		st: st, image: src.Name, imageID: src.ID, kind: kind,

@@ -327,6 +327,12 @@ func (o *runOptions) run(ctx context.Context, g *globals, fs *pflag.FlagSet, arg
 		}
 	}
 	if err != nil {
+		var loe *lazyOpenError
+		if errors.As(err, &loe) {
+			// Opened while the namespaces were set up; said as if
+			// before (it is no failure of the FUSE mount).
+			return &exitError{code: exitDabba, err: loe.err}
+		}
 		var se *sandbox.StageError
 		if errors.As(err, &se) {
 			var sce *storeCopyError

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/stargz-snapshotter/estargz"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -384,4 +385,27 @@ func LayerDigests(t testing.TB, img v1.Image) []v1.Hash {
 		out = append(out, d)
 	}
 	return out
+}
+
+// EStargzLayer builds an eStargz layer of the tar tarb, with the
+// annotation of its TOC's digest.
+func EStargzLayer(t testing.TB, tarb []byte, opts ...estargz.Option) mutate.Addendum {
+	t.Helper()
+	b, err := estargz.Build(io.NewSectionReader(bytes.NewReader(tarb), 0, int64(len(tarb))), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob, err := io.ReadAll(b)
+	b.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	diff, err := v1.NewHash(b.DiffID().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mutate.Addendum{
+		Layer:       RawLayer(blob, diff),
+		Annotations: map[string]string{estargz.TOCJSONDigestAnnotation: b.TOCDigest().String()},
+	}
 }
