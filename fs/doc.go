@@ -60,7 +60,12 @@
 // against 19 and 40 ms on kernel overlayfs over the extracted layers; the
 // first `tar -cf - /usr` 571 ms and 1.50 s against 171 and 534 ms. The same
 // walks again in the same container: find 17 and 29 ms against 15 and 31;
-// tar 170 and 439 ms against 146 and 496.
+// tar 170 and 439 ms against 146 and 496. The same command on 2026-12-07 at
+// 1334ae1 (bench/results/2026-12-07T055607Z-fs.md, a slower and noisier
+// day: overlayfs's warm start 79-93 ms against 29-31), minbase and large:
+// first find 158 and 209 ms against 31 and 51; first tar 785 ms and 1.77 s
+// against 248 and 668 ms; find again 33 and 44 against 30 and 49; tar
+// again 249 and 753 against 170 and 671 (0.68x and 0.89x overlayfs's speed).
 //
 // Errors become a fuse.Status only in the FUSE methods (ops.go). A failed
 // read of a layer is recorded (Options.OnError, FS.Errors) and the reader
