@@ -105,11 +105,21 @@ func OpenEStargz(ctx context.Context, f *Fetcher, tocDigest string, cache *Cache
 	// A TOC read before (by any run of this user) is in the cache's
 	// notes, with where it starts; checked against the annotation again.
 	note := "estargz-toc-" + hex.EncodeToString(want[:])
+	binNote := "estargz-tocbin-" + hex.EncodeToString(want[:])
 	if cache != nil {
+		// The compact form first (tocbin.go), then the JSON.
+		if b, ok := cache.GetNote(binNote); ok {
+			if toc, off, err := unmarshalTOC(b); err == nil && off > 0 && off < size {
+				if e, err := newEStargzTOC(f, cache, want, off, toc); err == nil {
+					return e, nil
+				}
+			}
+		}
 		if b, ok := cache.GetNote(note); ok && len(b) > 8 {
 			off := int64(binary.BigEndian.Uint64(b[:8]))
 			if Digest(sha256.Sum256(b[8:])) == want && off > 0 && off < size {
-				if e, err := newEStargz(f, cache, want, off, b[8:]); err == nil {
+				if e, toc, err := newEStargz(f, cache, want, off, b[8:]); err == nil {
+					putNote(cache, binNote, marshalTOC(toc, off))
 					return e, nil
 				}
 			}
@@ -144,26 +154,38 @@ func OpenEStargz(ctx context.Context, f *Fetcher, tocDigest string, cache *Cache
 		return nil, fmt.Errorf("layer %s: %w: eStargz TOC has digest %s, the layer's %s annotation says %s; the registry serves a damaged or different blob",
 			f.digest, ErrVerify, got, TOCDigestAnnotation, want)
 	}
-	e, err := newEStargz(f, cache, want, tocOff, jsonTOC)
+	e, toc, err := newEStargz(f, cache, want, tocOff, jsonTOC)
 	if err != nil {
 		return nil, err
 	}
 	if cache != nil {
-		if err := cache.PutNote(note, append(binary.BigEndian.AppendUint64(nil, uint64(tocOff)), jsonTOC...)); err != nil {
-			logCacheError(err)
-		}
+		putNote(cache, note, append(binary.BigEndian.AppendUint64(nil, uint64(tocOff)), jsonTOC...))
+		putNote(cache, binNote, marshalTOC(toc, tocOff))
 	}
 	return e, nil
 }
 
-// newEStargz makes the reader of a layer from its verified TOC JSON.
-func newEStargz(f *Fetcher, cache *Cache, want Digest, tocOff int64, jsonTOC []byte) (*EStargz, error) {
+func putNote(cache *Cache, name string, b []byte) {
+	if err := cache.PutNote(name, b); err != nil {
+		logCacheError(err)
+	}
+}
+
+// newEStargz makes the reader of a layer from its verified TOC JSON; it
+// returns the parsed TOC too.
+func newEStargz(f *Fetcher, cache *Cache, want Digest, tocOff int64, jsonTOC []byte) (*EStargz, *estargz.JTOC, error) {
 	var toc estargz.JTOC
 	if err := json.Unmarshal(jsonTOC, &toc); err != nil {
-		return nil, fmt.Errorf("layer %s: eStargz TOC JSON: %w", f.digest, err)
+		return nil, nil, fmt.Errorf("layer %s: eStargz TOC JSON: %w", f.digest, err)
 	}
+	e, err := newEStargzTOC(f, cache, want, tocOff, &toc)
+	return e, &toc, err
+}
+
+// newEStargzTOC makes the reader of a layer from its TOC.
+func newEStargzTOC(f *Fetcher, cache *Cache, want Digest, tocOff int64, toc *estargz.JTOC) (*EStargz, error) {
 	e := &EStargz{v: newVerifier(f, cache), ctx: f.ctx, tocDigest: want, tocOffset: tocOff, byPath: map[string]int{}}
-	if err := e.load(&toc, f.digest.String()); err != nil {
+	if err := e.load(toc, f.digest.String()); err != nil {
 		return nil, fmt.Errorf("layer %s: eStargz TOC: %w", f.digest, err)
 	}
 	return e, nil

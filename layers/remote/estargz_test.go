@@ -177,25 +177,42 @@ func TestEStargz(t *testing.T) {
 			if s := f2.Stats(); s.Requests != 0 {
 				t.Errorf("second reader: %+v, want nothing fetched", s)
 			}
-			// A damaged note is not used: the footer and TOC are
-			// fetched, in two requests when the first does not reach
-			// the TOC.
-			notes, _ := filepath.Glob(filepath.Join(cache.Dir(), "meta", "estargz-toc-*"))
-			if len(notes) != 1 {
-				t.Fatalf("TOC notes: %q", notes)
+			// The TOC is kept twice: as its JSON and in the compact form
+			// (tocbin.go). Each is enough alone; a damaged one is not
+			// used; with both damaged the footer and TOC are fetched, in
+			// two requests when the first does not reach the TOC.
+			jsonNote := filepath.Join(cache.Dir(), "meta", "estargz-toc-"+g.toc[len("sha256:"):])
+			binNote := filepath.Join(cache.Dir(), "meta", "estargz-tocbin-"+g.toc[len("sha256:"):])
+			damage := func(p string) {
+				t.Helper()
+				b, err := os.ReadFile(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b[len(b)-3] ^= 1
+				if err := os.WriteFile(p, b, 0o600); err != nil {
+					t.Fatal(err)
+				}
 			}
-			b, _ := os.ReadFile(notes[0])
-			b[len(b)-3] ^= 1
-			if err := os.WriteFile(notes[0], b, 0o600); err != nil {
-				t.Fatal(err)
+			reopen := func(what string, requests int64) {
+				t.Helper()
+				e, f := openEStargz(t, u, g, cache)
+				checkEStargz(t, g, e)
+				if s := f.Stats(); s.Requests != requests {
+					t.Errorf("%s: %+v, want %d requests", what, s, requests)
+				}
 			}
+			damage(binNote)
+			reopen("damaged compact TOC", 0) // from the JSON, which rewrites it
+			jsonB, _ := os.ReadFile(jsonNote)
+			os.Remove(jsonNote)
+			reopen("compact TOC alone", 0)
+			os.WriteFile(jsonNote, jsonB, 0o600)
+			damage(jsonNote)
+			damage(binNote)
 			defer func(n int64) { tocTailGuess = n }(tocTailGuess)
 			tocTailGuess = 100
-			e3, f3 := openEStargz(t, u, g, cache)
-			checkEStargz(t, g, e3)
-			if s := f3.Stats(); s.Requests != 2 {
-				t.Errorf("reader with a damaged note: %+v, want only the footer and TOC requests", s)
-			}
+			reopen("both damaged", 2)
 		})
 	}
 }
