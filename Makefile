@@ -47,6 +47,7 @@ bench:
 fuzz:
 	$(GO) test ./layers -run '^$$' -fuzz FuzzIndexLayer -fuzztime 30s
 	$(GO) test ./layers -run '^$$' -fuzz FuzzMerge -fuzztime 30s
+	$(GO) test ./layers/remote -run '^$$' -fuzz FuzzUnmarshalTOC -fuzztime 30s
 
 clean:
 	rm -rf $(BIN)

@@ -95,7 +95,10 @@
 //   - eStargz: the TOC JSON is hashed and compared with the annotation (the
 //     manifest, verified by its digest, carries it) before it is parsed;
 //     each chunk is inflated and its uncompressed bytes compared with the
-//     TOC's chunkDigest.
+//     TOC's chunkDigest. The chunk cache keeps the checked JSON (hashed
+//     again when read back) and a compact copy made from it (tocbin.go),
+//     which later opens decode instead: that copy is guarded by a CRC
+//     against damage only, as the store's own index files are.
 //   - A mismatch is fetched once more (after waiting for a whole-blob copy
 //     to finish and be re-checked); a second mismatch is a *VerifyError
 //     naming the blob, the span or chunk (with the file), its compressed
