@@ -53,6 +53,12 @@
 //	                       again while its blobs are in the store, without
 //	                       asking the registry (a newer artifact pushed
 //	                       since is seen after `dabba gc`).
+//	lazy/verified/<artifact-hex>-<layer-hex>
+//	                       the diff_id a lazy run's background fetch found
+//	                       for the layer read through that unpinned index
+//	                       artifact, its entries the artifact's: later runs
+//	                       trust the layer at open and do not read it all
+//	                       again to check (a fact about digests: kept).
 //	lazy/learned/<manifest-hex>
 //	                       the files the lazy runs of that image read, one
 //	                       path a line in order of first read, and beside

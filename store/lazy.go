@@ -414,7 +414,7 @@ func (s *Store) openLayers(ctx context.Context, r name.Reference, c *registryCli
 				return nil, fmt.Errorf("%s: %w", img.Name, err)
 			}
 			ll.Kind, ll.Index, ll.r, ll.f, ll.gz, ll.close = KindIndexed, x.Entries, gz, f, gz, closeAll
-			ll.verified.Store(idx.pinned)
+			ll.verified.Store(idx.pinned || s.layerVerified(idx.artifact, l.Digest, l.DiffID))
 			continue
 		}
 		need = append(need, i)
@@ -1167,7 +1167,38 @@ func (li *LazyImage) verifyIndexed(ll *LazyLayer) error {
 	}
 	ll.verified.Store(true)
 	slog.Debug("lazy layer verified against its diff_id", "stage", "lazy", "layer", ll.Digest.String())
+	if err := li.s.noteLayerVerified(li.IndexArtifact, ll.Digest, ll.DiffID); err != nil {
+		slog.Debug("verified layer not noted", "stage", "lazy", "layer", ll.Digest.String(), "err", err)
+	}
 	return nil
+}
+
+// verifiedPath is lazy/verified/<artifact hex>-<layer hex>, which records
+// that the layer read through that index artifact has the diff_id the file
+// holds and the artifact's entries (verifyIndexed): a fact about digests,
+// so later runs trust the layer as a pinned one and their background fetch
+// does not read it all again to check.
+func (s *Store) verifiedPath(artifact, layer v1.Hash) string {
+	return filepath.Join(s.root, "lazy", "verified", artifact.Hex+"-"+layer.Hex)
+}
+
+func (s *Store) layerVerified(artifact, layer, diffID v1.Hash) bool {
+	if checkHash(artifact) != nil || checkHash(layer) != nil {
+		return false
+	}
+	b, err := os.ReadFile(s.verifiedPath(artifact, layer))
+	return err == nil && strings.TrimSpace(string(b)) == diffID.String()
+}
+
+func (s *Store) noteLayerVerified(artifact, layer, diffID v1.Hash) error {
+	if checkHash(artifact) != nil || checkHash(layer) != nil {
+		return fmt.Errorf("no artifact or layer digest")
+	}
+	p := s.verifiedPath(artifact, layer)
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return err
+	}
+	return s.writeFileAtomic(p, []byte(diffID.String()+"\n"))
 }
 
 // ctxReaderAt reads a GzipLayer with a context.

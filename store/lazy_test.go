@@ -750,7 +750,8 @@ func TestLazyForgedIndex(t *testing.T) {
 
 	t.Run("honest unpinned", func(t *testing.T) {
 		ref := push("lazy/honest", blobOf(pimg.Layers[0], build(0)), blobOf(pimg.Layers[1], build(1)), blobOf(pimg.Layers[2], build(2)))
-		li := openLazy(t, openTemp(t), ref, LazyOptions{NoPrefetch: true})
+		s := openTemp(t)
+		li := openLazy(t, s, ref, LazyOptions{NoPrefetch: true})
 		li.StartBackground()
 		if err := li.WaitBackground(); err != nil {
 			t.Fatal(err)
@@ -759,6 +760,28 @@ func TestLazyForgedIndex(t *testing.T) {
 			if !l.Verified() {
 				t.Errorf("layer %d not verified after the background fetch", i)
 			}
+		}
+		li.Close()
+		// The check is recorded: a later run trusts the layers at open,
+		// and its background fetch neither checks nor reads them again.
+		li = openLazy(t, s, ref, LazyOptions{NoPrefetch: true})
+		for i, l := range li.Layers {
+			if !l.Verified() {
+				t.Errorf("second run: layer %d not verified at open", i)
+			}
+		}
+		li.Close()
+		// A record that names another diff_id is no record.
+		recs, _ := filepath.Glob(filepath.Join(s.root, "lazy", "verified", "*"))
+		if len(recs) != len(pimg.Layers) {
+			t.Fatalf("%d verified records, want %d", len(recs), len(pimg.Layers))
+		}
+		for _, r := range recs {
+			os.WriteFile(r, []byte("sha256:"+strings.Repeat("1", 64)+"\n"), 0o600)
+		}
+		li = openLazy(t, s, ref, LazyOptions{NoPrefetch: true})
+		if li.Layers[0].Verified() {
+			t.Error("a record of another diff_id counted")
 		}
 	})
 }

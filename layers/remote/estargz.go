@@ -602,10 +602,7 @@ func (e *EStargz) fetchFiles(ctx context.Context, paths []string) error {
 		if len(ps) > 0 {
 			b := ps
 			ps, size = nil, 0
-			g.Go(func() error {
-				_, err := e.v.get(gctx, b)
-				return err
-			})
+			g.Go(func() error { return e.v.ensure(gctx, b) })
 		}
 	}
 	for _, p := range paths {
@@ -644,7 +641,7 @@ func (e *EStargz) getBatchedPaced(ctx context.Context, ps []piece, batch int64, 
 			sz += ps[n].end - ps[n].start
 			n++
 		}
-		if _, err := e.v.get(ctx, ps[:n]); err != nil {
+		if err := e.v.ensure(ctx, ps[:n]); err != nil {
 			return err
 		}
 		ps = ps[n:]

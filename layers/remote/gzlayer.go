@@ -118,12 +118,17 @@ func (l *GzipLayer) window(i int) ([]byte, error) {
 
 // windowPieces returns the verified windows of checkpoints [i, j).
 func (l *GzipLayer) windowPieces(ctx context.Context, i, j int) ([][]byte, error) {
+	return l.winV.get(ctx, l.windowPieceList(i, j))
+}
+
+// windowPieceList is the pieces of the windows of checkpoints [i, j).
+func (l *GzipLayer) windowPieceList(i, j int) []piece {
 	ps := make([]piece, 0, j-i)
 	for k := i; k < j; k++ {
 		sp := l.win.Index.Spans[k]
 		ps = append(ps, piece{start: sp.Start, end: sp.End, digest: sp.Digest, name: func() string { return fmt.Sprintf("window of checkpoint %d", k) }})
 	}
-	return l.winV.get(ctx, ps)
+	return ps
 }
 
 // Prefetch fetches, verifies and caches the spans that reading the
@@ -207,12 +212,12 @@ func (l *GzipLayer) getBatch(ctx context.Context, ps, wins []piece) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, werr = l.winV.get(ctx, wins)
+			werr = l.winV.ensure(ctx, wins)
 		}()
 	}
 	var err error
 	if len(ps) > 0 {
-		_, err = l.v.get(ctx, ps)
+		err = l.v.ensure(ctx, ps)
 	}
 	wg.Wait()
 	return errors.Join(err, werr)
@@ -243,7 +248,7 @@ func (l *GzipLayer) PrefetchAllPaced(ctx context.Context, batch int64, wait func
 		if err := step(); err != nil {
 			return err
 		}
-		if _, err := l.spanBytes(ctx, off, min(off+batch, l.spans.Size)); err != nil {
+		if err := l.v.ensure(ctx, l.spanPieces(off, min(off+batch, l.spans.Size))); err != nil {
 			return err
 		}
 	}
@@ -258,7 +263,7 @@ func (l *GzipLayer) PrefetchAllPaced(ctx context.Context, batch int64, wait func
 		if err := step(); err != nil {
 			return err
 		}
-		if _, err := l.windowPieces(ctx, i, j); err != nil {
+		if err := l.winV.ensure(ctx, l.windowPieceList(i, j)); err != nil {
 			return err
 		}
 		i = j
@@ -271,17 +276,14 @@ func (l *GzipLayer) spanPiece(k int) piece {
 	return piece{start: sp.Start, end: sp.End, digest: sp.Digest, name: func() string { return fmt.Sprintf("span %d", k) }}
 }
 
-// spanBytes returns the verified spans covering [start, end).
-func (l *GzipLayer) spanBytes(ctx context.Context, start, end int64) ([]Span, error) {
+// spanPieces is the pieces of the spans covering [start, end).
+func (l *GzipLayer) spanPieces(start, end int64) []piece {
 	i, j := l.spans.covering(start, end)
-	ps := make([]piece, j-i)
+	ps := make([]piece, 0, j-i)
 	for k := i; k < j; k++ {
-		sp := l.spans.Spans[k]
-		k := k
-		ps[k-i] = piece{start: sp.Start, end: sp.End, digest: sp.Digest, name: func() string { return fmt.Sprintf("span %d", k) }}
+		ps = append(ps, l.spanPiece(k))
 	}
-	_, err := l.v.get(ctx, ps)
-	return l.spans.Spans[i:j], err
+	return ps
 }
 
 // spanReader is the io.ReaderAt of verified compressed bytes the gzran

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -370,6 +371,8 @@ func TestGzipLayerConcurrent(t *testing.T) {
 	}
 }
 
+// TestGzipLayerPrefetchAll: PrefetchAll caches every span; over a cache
+// that holds them it reads none back (a later run's background fetch).
 func TestGzipLayerPrefetchAll(t *testing.T) {
 	l := testGzLayer(t)
 	u, d := pushBlob(t, testenvRegistry(t), "gz/prefetch", l.blob)
@@ -391,6 +394,32 @@ func TestGzipLayerPrefetchAll(t *testing.T) {
 			t.Fatalf("span %d-%d not cached", s.Start, s.End)
 		}
 	}
+	// Again, in another reader over the same cache (a later run), after
+	// one cached span was damaged on disk: the cached spans are not read
+	// again (no request either), and a read of the damaged one notices,
+	// fetches it again and returns the right bytes.
+	k := len(l.spans.Spans) / 2
+	dp := cache.path(l.spans.Spans[k].Digest)
+	if err := os.WriteFile(dp, []byte("damaged"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g, _ := NewFetcher(nil, u, d, int64(len(l.blob)), nil)
+	defer g.Close()
+	r2, err := NewGzipLayer(g, l.gz, l.spans, cache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r2.PrefetchAll(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if st := g.Stats(); st.Requests != 0 {
+		t.Errorf("prefetch over a full cache made %d requests, want none (nothing read back either)", st.Requests)
+	}
+	checkFiles(t, l, r2)
+	if st := g.Stats(); st.Requests != 1 {
+		t.Errorf("reading every file after one cached span was damaged: %d requests, want 1", st.Requests)
+	}
+
 	// The fs's view: layer 1 of an image whose layer 0 is a local tar.
 	ls := Layers{bytes.NewReader(l.tar), r}
 	e := l.index.Entries[5]

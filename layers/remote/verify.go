@@ -125,6 +125,28 @@ func (v *verifier) get(ctx context.Context, ps []piece) ([][]byte, error) {
 	return out, nil
 }
 
+// ensure makes every piece of ps present in the disk cache, fetching and
+// verifying only those it does not hold: what a prefetch or the background
+// fetch needs, without reading and hashing again what an earlier run
+// cached (a read checks a piece when it loads it). Without a cache it is
+// get, which checks that the registry serves them.
+func (v *verifier) ensure(ctx context.Context, ps []piece) error {
+	if v.cache != nil {
+		missing := make([]piece, 0, len(ps))
+		for _, p := range ps {
+			if !v.cache.Has(p.digest) {
+				missing = append(missing, p)
+			}
+		}
+		ps = missing
+	}
+	if len(ps) == 0 {
+		return nil
+	}
+	_, err := v.get(ctx, ps)
+	return err
+}
+
 // fetch resolves calls[k] for ps[mine[k]]: from the disk cache, else from
 // the registry, verified, refetched once on a mismatch.
 func (v *verifier) fetch(ctx context.Context, ps []piece, mine []int, calls []*call) {
