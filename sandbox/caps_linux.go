@@ -35,8 +35,21 @@ func lastCap() uintptr {
 	return unix.CAP_LAST_CAP
 }
 
+// allCaps is every capability the kernel knows: the ambient set a process
+// started in a new user namespace needs to keep them across the execve
+// that starts it, made before its uid is mapped in that namespace.
+func allCaps() []uintptr {
+	n := lastCap()
+	cs := make([]uintptr, 0, n+1)
+	for c := uintptr(0); c <= n; c++ {
+		cs = append(cs, c)
+	}
+	return cs
+}
+
 // boundCaps drops every capability outside defaultCaps from the bounding set
-// of the calling thread (which execs the command) and clears the ambient set.
+// of the calling thread (which execs the command) and clears its ambient
+// and inheritable sets.
 func boundCaps() error {
 	keep := map[uintptr]bool{}
 	for _, c := range defaultCaps {
@@ -54,7 +67,21 @@ func boundCaps() error {
 	if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil && err != unix.EINVAL {
 		return err
 	}
-	return nil
+	return clearInheritable()
+}
+
+// clearInheritable empties the calling thread's inheritable set, which
+// raising the ambient set at the start filled: the inheritable set is not
+// cut by the bounding set, and root's execve adds it to the new permitted
+// set, as any execve of a file with inheritable file capabilities does.
+func clearInheritable() error {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return err
+	}
+	data[0].Inheritable, data[1].Inheritable = 0, 0
+	return unix.Capset(&hdr, &data[0])
 }
 
 func hasFileCaps(p string) bool {

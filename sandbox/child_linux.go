@@ -40,39 +40,33 @@ func (f *failure) Error() string { return f.stage + ": " + f.err.Error() }
 
 func fail(stage string, err error) *failure { return &failure{stage, ExitDabba, err} }
 
-// childSetupArg is argv[2] of the second stage of the child.
-const childSetupArg = "setup"
-
 // ChildMain is the container's init: the program's main calls it, with the
 // OS thread locked, when argv[1] is ChildArg, and exits with its result. It
 // only returns on failure (or with Config.Init, when the command ended); on
 // success the command replaces it.
 //
-// It runs in two stages. The first waits for the parent's release and
-// re-executes itself: a process started in a new user namespace loses its
-// capabilities at the execve that made it (its uid was not mapped yet), and
-// execve as uid 0 of the namespace, once the maps exist, gives them back.
-// The second reads the config and sets the container up.
+// It starts in a new user namespace before the parent has written its id
+// maps, so its uid was not mapped at the execve that started it, which
+// would have cost it its capabilities; the parent starts it with every
+// capability in its ambient set (SysProcAttr.AmbientCaps), which survives
+// that execve. It waits for the parent's release (the maps are written),
+// then reads the config and sets the container up. The ambient set is
+// cleared again on the thread that executes the command (boundCaps).
 func ChildMain() int {
 	var st unix.Stat_t
 	if err := unix.Fstat(childSockFD, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
 		fmt.Fprintf(os.Stderr, "dabba %s: this is the container's init, started by dabba run, not by hand (no handshake on fd %d)\n", ChildArg, childSockFD)
 		return ExitDabba
 	}
-	if len(os.Args) < 3 || os.Args[2] != childSetupArg {
-		c := &child{sock: channel{os.NewFile(childSockFD, "handshake")}}
-		if err := c.sock.expect(msgRelease); err != nil {
-			if errors.Is(err, errAborted) {
-				return ExitDabba
-			}
-			return c.report(fail("handshake", err))
+	c := &child{sock: channel{os.NewFile(childSockFD, "handshake")}}
+	if err := c.sock.expect(msgRelease); err != nil {
+		if errors.Is(err, errAborted) {
+			return ExitDabba
 		}
-		err := unix.Exec("/proc/self/exe", []string{os.Args[0], ChildArg, childSetupArg}, os.Environ())
-		return c.report(fail("init", fmt.Errorf("re-executing /proc/self/exe: %w", err)))
+		return c.report(fail("handshake", err))
 	}
 	unix.CloseOnExec(childConfigFD)
 	unix.CloseOnExec(childSockFD)
-	c := &child{sock: channel{os.NewFile(childSockFD, "handshake")}}
 	cf := os.NewFile(childConfigFD, "config")
 	err := json.NewDecoder(cf).Decode(&c.cc)
 	cf.Close()

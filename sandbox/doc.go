@@ -20,16 +20,15 @@
 //	parent (dabba run)                       child (dabba init, PID 1 inside)
 //	------------------                       --------------------------------
 //	clone(NEWUSER|NEWNS|NEWPID|NEWUTS|
-//	      NEWIPC|NEWNET), Pdeathsig  ──────▶ stage 1: waits for "release"
-//	sends the config on fd 3
-//	writes uid_map/gid_map
-//	  (newuidmap/newgidmap, or single id)
+//	      NEWIPC|NEWNET), Pdeathsig,
+//	      every capability ambient   ──────▶ waits for "release" (its uid is
+//	sends the config on fd 3                 not mapped yet: the ambient set
+//	writes uid_map/gid_map                   kept its capabilities across
+//	  (newuidmap/newgidmap, or single id)    the execve)
 //	Cgroup.Add(child)
 //	NetworkHook.Setup(child)
-//	sends "release"                  ──────▶ re-executes itself (uid 0 now: the
-//	                                         capabilities lost at the first
-//	                                         execve come back); stage 2 reads
-//	                                         the config, unshares the cgroup
+//	sends "release"                  ──────▶ reads the config, becomes uid 0,
+//	                                         unshares the cgroup
 //	                                         namespace, lo up, hostname
 //	                                         mounts the rootfs:
 //	                                           dir:     bind

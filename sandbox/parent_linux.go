@@ -199,6 +199,9 @@ func Run(ctx context.Context, cfg *Config) (status int, err error) {
 		// forwards it once; with -t the child makes its pty the controlling
 		// terminal of this session.
 		Setsid: true,
+		// Capabilities that survive the execve of the child, made before
+		// its uid is mapped (ChildMain).
+		AmbientCaps: allCaps(),
 	}
 
 	// Catch the forwarded signals before the child exists, so none kills

@@ -35,6 +35,9 @@ func RunInUserNS(cmd *exec.Cmd, maps *IDMaps) error {
 	}
 	cmd.SysProcAttr.Cloneflags |= unix.CLONE_NEWUSER | unix.CLONE_NEWNS
 	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+	// Its uid is not mapped yet at its execve: the ambient set keeps its
+	// capabilities across it (EnterUserNS).
+	cmd.SysProcAttr.AmbientCaps = allCaps()
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting %s in a user namespace: %w", cmd.Path, err)
 	}
@@ -49,26 +52,18 @@ func RunInUserNS(cmd *exec.Cmd, maps *IDMaps) error {
 	return cmd.Wait()
 }
 
-// userNSEnv marks the second stage of a RunInUserNS child.
-const userNSEnv = "_DABBA_USERNS_MAPPED"
-
 // EnterUserNS is the first call of a program run by RunInUserNS: it waits
-// for the id maps, re-executes the program (capabilities are lost at the
-// execve that started it, before its uid was mapped; execve as uid 0 of the
-// namespace gives them back), and then becomes root of the namespace. It
-// returns only in the re-executed program, or on failure.
+// for the id maps and becomes root of the namespace. The program started
+// with every capability ambient (RunInUserNS), which kept them across the
+// execve made before its uid was mapped (as root of the namespace it has
+// them all anyway).
 func EnterUserNS() error {
-	if os.Getenv(userNSEnv) != "1" {
-		f := os.NewFile(userNSReadyFD, "userns-ready")
-		b := make([]byte, 1)
-		if _, err := io.ReadFull(f, b); err != nil {
-			return fmt.Errorf("waiting for the id maps: %w (is this process started by dabba?)", err)
-		}
-		f.Close()
-		err := unix.Exec("/proc/self/exe", os.Args, append(os.Environ(), userNSEnv+"=1"))
-		return fmt.Errorf("re-executing /proc/self/exe: %w", err)
+	f := os.NewFile(userNSReadyFD, "userns-ready")
+	b := make([]byte, 1)
+	if _, err := io.ReadFull(f, b); err != nil {
+		return fmt.Errorf("waiting for the id maps: %w (is this process started by dabba?)", err)
 	}
-	os.Unsetenv(userNSEnv)
+	f.Close()
 	if err := unix.Setresgid(0, 0, 0); err != nil {
 		return fmt.Errorf("setresgid 0: %w", err)
 	}

@@ -145,10 +145,13 @@ func TestRun(t *testing.T) {
 	})
 
 	t.Run("Privileges", func(t *testing.T) {
-		out := e.ok(t, "--rootfs", "overlay", e.alpine, "sh", "-c", "grep -E '^(CapBnd|CapEff|NoNewPrivs)' /proc/self/status; id -G; ls /proc/self/fd")
+		out := e.ok(t, "--rootfs", "overlay", e.alpine, "sh", "-c", "grep -E '^(Cap|NoNewPrivs)' /proc/self/status; id -G; ls /proc/self/fd")
 		// podman's default capabilities: CHOWN DAC_OVERRIDE FOWNER FSETID
 		// KILL SETGID SETUID SETPCAP NET_BIND_SERVICE SYS_CHROOT SETFCAP.
-		want := []string{"CapEff: 00000000800405fb", "CapBnd: 00000000800405fb", "NoNewPrivs: 1",
+		// The init starts with every capability ambient (to keep them
+		// across its first execve): none of that reaches the command.
+		want := []string{"CapInh: 0000000000000000", "CapPrm: 00000000800405fb", "CapEff: 00000000800405fb",
+			"CapBnd: 00000000800405fb", "CapAmb: 0000000000000000", "NoNewPrivs: 1",
 			// root's supplementary groups from Alpine's /etc/group.
 			"0 1 2 3 4 6 10 11 20 26 27",
 			// stdio and ls's own directory: nothing leaked.
@@ -159,6 +162,19 @@ func TestRun(t *testing.T) {
 		}
 		if !reflect.DeepEqual(got, want) {
 			t.Fatalf("got %q, want %q", got, want)
+		}
+		// A user other than root has none, with or without --init.
+		for _, args := range [][]string{{"-u", "1000"}, {"--init", "-u", "1000"}} {
+			out := e.ok(t, append(args, e.alpine, "grep", "^Cap", "/proc/self/status")...)
+			want := []string{"CapInh: 0000000000000000", "CapPrm: 0000000000000000", "CapEff: 0000000000000000",
+				"CapBnd: 00000000800405fb", "CapAmb: 0000000000000000"}
+			var got []string
+			for _, l := range lines(out) {
+				got = append(got, strings.Join(strings.Fields(l), " "))
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("%v: got %q, want %q", args, got, want)
+			}
 		}
 		// Layers were extracted in the user namespace: Alpine's /etc/shadow
 		// (root:shadow, gid 42) belongs to the caller and subordinate gid 41.
