@@ -132,7 +132,6 @@ func openBlob(tmpDir string, i int, bl Blob) (blobLayer, bool, error) {
 			return blobLayer{}, false, fmt.Errorf("layer %s: %d chunk checksums of %d bytes do not cover the blob's %d bytes: %w (the store's copy is truncated or grew: remove the image and pull it again)",
 				name, len(cb.sums), cb.chunk, cb.size, ErrCorrupt)
 		}
-		cb.pool.New = func() any { b := make([]byte, 0, 3*cb.chunk); return &b }
 	}
 	if c == layers.Uncompressed {
 		return blobLayer{name: name, r: cb, size: cb.size, c: f}, false, nil
@@ -198,7 +197,6 @@ type checkedBlob struct {
 	size  int64
 	sums  []uint32
 	chunk int64
-	pool  sync.Pool // *[]byte
 }
 
 // ReadAt implements io.ReaderAt. gzran asks for 64 KiB at a time at any
@@ -217,12 +215,9 @@ func (c *checkedBlob) ReadAt(p []byte, off int64) (int, error) {
 	first := off / c.chunk
 	end := min((off+int64(len(want))+c.chunk-1)/c.chunk*c.chunk, c.size)
 	span := int(end - first*c.chunk)
-	bp := c.pool.Get().(*[]byte)
-	defer c.pool.Put(bp)
-	if cap(*bp) < span {
-		*bp = make([]byte, span)
-	}
-	buf := (*bp)[:span]
+	bp := getScratch(span)
+	defer putScratch(bp)
+	buf := *bp
 	n, err := c.f.ReadAt(buf, first*c.chunk)
 	if n < span {
 		if err == nil || err == io.EOF {
@@ -379,7 +374,6 @@ func (c *spanCache) diskSpan(k int) *checkedBlob {
 	for i := range cb.sums {
 		cb.sums[i] = binary.BigEndian.Uint32(tab[4*i:])
 	}
-	cb.pool.New = func() any { b := make([]byte, 0, 3*spanChunk); return &b }
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if old, ok := c.open[k]; ok { // opened meanwhile by another read

@@ -56,7 +56,7 @@ func (o MountOptions) fuseOptions() *fuse.MountOptions {
 	} else {
 		opts = append(opts, "dev")
 	}
-	return &fuse.MountOptions{
+	mo := &fuse.MountOptions{
 		FsName:     name,
 		Name:       subtype,
 		Options:    opts,
@@ -76,8 +76,29 @@ func (o MountOptions) fuseOptions() *fuse.MountOptions {
 		EnableSymlinkCaching:     true,
 		ExplicitDataCacheControl: true,
 		Debug:                    o.Debug,
-		Logger:                   log.New(os.Stderr, "dabba-fs: ", 0),
+		Logger:                   log.New(fuseLog{}, "", 0),
 	}
+	if o.Debug {
+		// The request trace, as go-fuse prints it.
+		mo.Logger = log.New(os.Stderr, "dabba-fs: ", 0)
+	}
+	return mo
+}
+
+// fuseLog passes go-fuse's log lines to slog, as warnings, except a reply
+// the kernel no longer waits for (writev fails with ENOENT: the request
+// was interrupted, or the container exited with a readahead pending),
+// which is routine and goes to debug.
+type fuseLog struct{}
+
+func (fuseLog) Write(p []byte) (int, error) {
+	msg := strings.TrimSpace(string(p))
+	if strings.Contains(msg, "Write/Writev failed") && strings.Contains(msg, "no such file or directory") {
+		slog.Debug("fuse: "+msg, "stage", "fs")
+	} else {
+		slog.Warn("fuse: "+msg, "stage", "fs")
+	}
+	return len(p), nil
 }
 
 // Server serves one mount of an FS.

@@ -131,12 +131,35 @@ func (f *FS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.Rea
 	if off >= n.Size {
 		return fuse.ReadResultData(nil), fuse.OK
 	}
-	size := min(int64(in.Size), int64(len(buf)), n.Size-off)
-	p := buf[:size]
-	if err := f.readContent(n, p, off); err != nil {
-		return nil, f.fail(f.readError(n, off, len(p), err))
+	size := min(int64(in.Size), n.Size-off)
+	r := &pooledResult{bp: getScratch(int(size))}
+	if err := f.readContent(n, *r.bp, off); err != nil {
+		r.Done()
+		return nil, f.fail(f.readError(n, off, int(size), err))
 	}
-	return fuse.ReadResultData(p), fuse.OK
+	return r, fuse.OK
+}
+
+// pooledResult is the reply to a READ in a buffer of scratchPool, given
+// back once go-fuse has written it to the kernel. go-fuse's own buffer
+// for the reply comes from a pool per size in pages, and the kernel asks
+// for reads of many sizes, so most replies would land in a fresh buffer,
+// whose first touch costs far more than the copy (scratch.go).
+type pooledResult struct{ bp *[]byte }
+
+func (r *pooledResult) Bytes(buf []byte) ([]byte, fuse.Status) { return *r.bp, fuse.OK }
+func (r *pooledResult) Size() int                              { return len(*r.bp) }
+
+// Slices makes go-fuse write the reply with writev straight from the
+// buffer, without copying it into its own.
+func (r *pooledResult) Slices() ([][]byte, fuse.Status) { return [][]byte{*r.bp}, fuse.OK }
+
+// Done implements fuse.ReadResult.
+func (r *pooledResult) Done() {
+	if r.bp != nil {
+		putScratch(r.bp)
+		r.bp = nil
+	}
 }
 
 // Release implements fuse.RawFileSystem.

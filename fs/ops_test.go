@@ -1,9 +1,12 @@
 package fs
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -286,5 +289,21 @@ func TestOpenLayers(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
 		t.Errorf("a failed unpack left %v", ents)
+	}
+}
+
+// go-fuse's complaint about a reply the kernel no longer waits for goes to
+// debug; anything else it logs is a warning.
+func TestFuseLog(t *testing.T) {
+	var buf bytes.Buffer
+	old := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	defer slog.SetDefault(old)
+	lg := log.New(fuseLog{}, "", 0)
+	lg.Printf("writer: Write/Writev failed, err: 2=no such file or directory. opcode: READ")
+	lg.Printf("trySplice: broken pipe")
+	got := buf.String()
+	if !strings.Contains(got, `level=DEBUG msg="fuse: writer: Write/Writev failed`) || !strings.Contains(got, `level=WARN msg="fuse: trySplice: broken pipe"`) {
+		t.Fatalf("log:\n%s", got)
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"io"
 	"os"
 	"strings"
-	"sync"
 )
 
 // ErrCorrupt reports layer data that no longer matches what was checked
@@ -35,7 +34,6 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // the same LayerReader.
 type TarFiles struct {
 	layers []tarFile
-	pool   sync.Pool // *[]byte of poolSize
 }
 
 type tarFile struct {
@@ -44,10 +42,6 @@ type tarFile struct {
 	size int64
 	crcs []uint32 // nil when not verified
 }
-
-// poolSize covers a 256 KiB read (the largest the kernel asks of a mount
-// with go-fuse's defaults) at any alignment: 6 chunks.
-const poolSize = (256<<10)/chunkSize*chunkSize + 2*chunkSize
 
 // TarFilesOptions tune OpenTarFiles.
 type TarFilesOptions struct {
@@ -67,7 +61,6 @@ func OpenTarFiles(paths []string, opts TarFilesOptions) (*TarFiles, error) {
 		return nil, fmt.Errorf("opening layers: %d files but %d diff_ids", len(paths), len(opts.DiffIDs))
 	}
 	t := &TarFiles{}
-	t.pool.New = func() any { b := make([]byte, poolSize); return &b }
 	for i, p := range paths {
 		f, err := os.Open(p)
 		if err != nil {
@@ -160,14 +153,9 @@ func (t *TarFiles) ReadAt(layer int, p []byte, off int64) (int, error) {
 	first := off / chunkSize
 	end := min((off+int64(len(p))+chunkSize-1)/chunkSize*chunkSize, l.size)
 	span := int(end - first*chunkSize)
-	var buf []byte
-	if span <= poolSize {
-		bp := t.pool.Get().(*[]byte)
-		defer t.pool.Put(bp)
-		buf = (*bp)[:span]
-	} else {
-		buf = make([]byte, span)
-	}
+	bp := getScratch(span)
+	defer putScratch(bp)
+	buf := *bp
 	n, err := l.f.ReadAt(buf, first*chunkSize)
 	if n < span {
 		if err == nil || err == io.EOF {
