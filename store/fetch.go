@@ -173,6 +173,22 @@ func (s *Store) Checkpoints(h v1.Hash) (*gzran.Index, error) {
 	return &ix, nil
 }
 
+// CheckpointsForReading returns the gzip checkpoint index of the layer
+// blob h as Checkpoints does, but without loading its windows (most of
+// its size): each is read from the store, and checked, when a read needs
+// it (gzran.ReadFileDetached). What serving the blob needs, since most
+// reads find their span already inflated in the store.
+func (s *Store) CheckpointsForReading(h v1.Hash) (*gzran.Index, error) {
+	if err := checkHash(h); err != nil {
+		return nil, err
+	}
+	ix, err := gzran.ReadFileDetached(s.CheckpointsPath(h))
+	if err != nil {
+		return nil, fmt.Errorf("gzip checkpoints of layer %s: %w", h, err)
+	}
+	return ix, nil
+}
+
 // checkpointsUsable reports whether layer blob h's gzip checkpoints, when
 // it has a file of them, read and check (a blob without is fine: not
 // gzip, or pulled without checkpoints).

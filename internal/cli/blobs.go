@@ -64,7 +64,7 @@ func imageBlobs(st *store.Store, img *store.Image, all bool) ([]fs.Blob, []*laye
 			DiffID:  l.DiffID.String(),
 			SpanDir: st.InflatedDir(l.Digest),
 		}
-		ck, err := st.Checkpoints(l.Digest)
+		ck, err := st.CheckpointsForReading(l.Digest)
 		switch {
 		case err == nil:
 			b.Checkpoints = ck

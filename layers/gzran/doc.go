@@ -58,6 +58,12 @@
 // index, so it is deterministic. UnmarshalBinary rejects a wrong magic,
 // another version, a checksum mismatch, truncation and inconsistent values
 // with an error wrapping ErrIndex that says to rebuild the index.
+// ReadFileDetached reads such a file in one streaming pass, with the same
+// checks, keeping only where each window lies and its CRC-32C: a read that
+// needs a window reads it from the file then. The windows are most of an
+// index (3.3 MB of the bench's large image, 220 checkpoints); loading them
+// all at every container start took 20-25 ms there, the streaming pass
+// 3.5-4 ms.
 //
 // # Measurements
 //

@@ -82,44 +82,90 @@ func (ix *Index) MarshalBinary() ([]byte, error) {
 // corrupt or inconsistent index, or one of another format version, fails
 // with an error wrapping ErrIndex.
 func (ix *Index) UnmarshalBinary(data []byte) error {
-	bad := func(format string, args ...any) error {
-		return fmt.Errorf("%w: %s; rebuild the index", ErrIndex, fmt.Sprintf(format, args...))
-	}
 	if len(data) < len(magic)+1+4 || string(data[:len(magic)]) != magic {
-		return bad("not a gzran index (bad magic)")
+		return badIndex("not a gzran index (bad magic)")
 	}
-	v := data[len(magic)]
-	if v != formatVersion && v != detachedVersion {
-		return bad("format version %d, this build reads versions %d and %d", v, formatVersion, detachedVersion)
+	if err := checkVersion(data[len(magic)]); err != nil {
+		return err
 	}
-	detached := v == detachedVersion
 	body := data[:len(data)-4]
 	if got, want := crc32.Checksum(body, castagnoli), binary.BigEndian.Uint32(data[len(data)-4:]); got != want {
-		return bad("checksum mismatch (stored %08x, computed %08x): the index file is corrupt or truncated", want, got)
+		return badIndex("checksum mismatch (stored %08x, computed %08x): the index file is corrupt or truncated", want, got)
 	}
-	b := body[len(magic)+1:]
-	next := func() (int64, error) {
-		v, n := binary.Uvarint(b)
-		if n <= 0 || v > 1<<62 {
-			return 0, bad("malformed number at byte %d", len(data)-4-len(b))
-		}
-		b = b[n:]
-		return int64(v), nil
+	src := &sliceSource{b: body[len(magic)+1:], size: len(data) - 4}
+	dec, err := decode(src, data[len(magic)] == detachedVersion)
+	if err != nil {
+		return err
 	}
+	*ix = dec
+	return nil
+}
+
+func badIndex(format string, args ...any) error {
+	return fmt.Errorf("%w: %s; rebuild the index", ErrIndex, fmt.Sprintf(format, args...))
+}
+
+func checkVersion(v byte) error {
+	if v != formatVersion && v != detachedVersion {
+		return badIndex("format version %d, this build reads versions %d and %d", v, formatVersion, detachedVersion)
+	}
+	return nil
+}
+
+// source is what decode reads a serialized index from, after its magic
+// and version.
+type source interface {
+	// next reads an unsigned varint.
+	next() (int64, error)
+	// window reads a window of n bytes: its bytes, or nil when the source
+	// keeps only where they are.
+	window(n int64) ([]byte, error)
+	// left is how many bytes are left before the trailing checksum.
+	left() int64
+}
+
+// sliceSource reads a whole serialization in memory.
+type sliceSource struct {
+	b    []byte
+	size int // of the serialization without its checksum
+}
+
+func (s *sliceSource) next() (int64, error) {
+	v, n := binary.Uvarint(s.b)
+	if n <= 0 || v > 1<<62 {
+		return 0, badIndex("malformed number at byte %d", s.size-len(s.b))
+	}
+	s.b = s.b[n:]
+	return int64(v), nil
+}
+
+func (s *sliceSource) window(n int64) ([]byte, error) {
+	// Own the window rather than alias the caller's buffer.
+	w := append([]byte(nil), s.b[:n]...)
+	s.b = s.b[n:]
+	return w, nil
+}
+
+func (s *sliceSource) left() int64 { return int64(len(s.b)) }
+
+// decode reads the fields of a serialized index from src and checks that
+// they are consistent.
+func decode(src source, detached bool) (Index, error) {
+	next := src.next
 	var hdr [4]int64
 	for i := range hdr {
 		v, err := next()
 		if err != nil {
-			return err
+			return Index{}, err
 		}
 		hdr[i] = v
 	}
 	span, csize, usize, count := hdr[0], hdr[1], hdr[2], hdr[3]
 	if span <= 0 {
-		return bad("span %d", span)
+		return Index{}, badIndex("span %d", span)
 	}
-	if count > int64(len(b)) { // every checkpoint takes at least 4 bytes
-		return bad("%d checkpoints in %d bytes", count, len(b))
+	if count > src.left() { // every checkpoint takes at least 4 bytes
+		return Index{}, badIndex("%d checkpoints in %d bytes", count, src.left())
 	}
 	points := make([]point, 0, count)
 	var bit, out int64
@@ -132,60 +178,58 @@ func (ix *Index) UnmarshalBinary(data []byte) error {
 		for j := range f[:nf] {
 			v, err := next()
 			if err != nil {
-				return err
+				return Index{}, err
 			}
 			f[j] = v
 		}
 		bit += f[0]
 		out += f[1]
 		if i > 0 && f[1] == 0 {
-			return bad("checkpoint %d does not advance", i)
+			return Index{}, badIndex("checkpoint %d does not advance", i)
 		}
-		if bit > csize*8 || out > usize || f[2] > windowSize || f[3] > int64(len(b)) || f[2] > out {
-			return bad("checkpoint %d out of range", i)
+		if bit > csize*8 || out > usize || f[2] > windowSize || f[3] > src.left() || f[2] > out {
+			return Index{}, badIndex("checkpoint %d out of range", i)
 		}
-		points = append(points, point{bit: bit, out: out, wlen: int(f[2]), win: b[:f[3]:f[3]]})
-		b = b[f[3]:]
+		p := point{bit: bit, out: out, wlen: int(f[2])}
+		if !detached {
+			w, err := src.window(f[3])
+			if err != nil {
+				return Index{}, err
+			}
+			p.win = w
+		}
+		points = append(points, p)
 	}
 	nmarks, err := next()
 	if err != nil {
-		return err
+		return Index{}, err
 	}
-	if nmarks > int64(len(b)) { // every mark takes at least 2 bytes
-		return bad("%d block marks in %d bytes", nmarks, len(b))
+	if nmarks > src.left() { // every mark takes at least 2 bytes
+		return Index{}, badIndex("%d block marks in %d bytes", nmarks, src.left())
 	}
 	marks := make([]mark, 0, nmarks)
 	bit, out = 0, 0
 	for i := int64(0); i < nmarks; i++ {
 		dbit, err := next()
 		if err != nil {
-			return err
+			return Index{}, err
 		}
 		dout, err := next()
 		if err != nil {
-			return err
+			return Index{}, err
 		}
 		bit += dbit
 		out += dout
 		if dout == 0 || bit > csize*8 || out > usize {
-			return bad("block mark %d out of range", i)
+			return Index{}, badIndex("block mark %d out of range", i)
 		}
 		marks = append(marks, mark{bit: bit, out: out})
 	}
-	if len(b) != 0 {
-		return bad("%d unexpected bytes at the end", len(b))
+	if src.left() != 0 {
+		return Index{}, badIndex("%d unexpected bytes at the end", src.left())
 	}
 	if count == 0 || points[0].out != 0 {
-		return bad("no checkpoint at the start of the stream")
+		return Index{}, badIndex("no checkpoint at the start of the stream")
 	}
-	// Own the windows rather than alias the caller's buffer.
-	for i := range points {
-		if detached {
-			points[i].win = nil
-		} else {
-			points[i].win = append([]byte(nil), points[i].win...)
-		}
-	}
-	*ix = Index{span: span, csize: csize, usize: usize, points: points, marks: marks, detached: detached}
-	return nil
+	return Index{span: span, csize: csize, usize: usize, points: points, marks: marks, detached: detached}, nil
 }
