@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 )
 
@@ -15,10 +14,10 @@ import (
 // because the container's lock is held: its dabba process is running.
 var ErrContainerRunning = errors.New("store: container is running")
 
-var containerIDRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
-
+// checkContainerID accepts what podman does: a letter or digit, then up
+// to 127 letters, digits, '_', '.' and '-'.
 func checkContainerID(id string) error {
-	if !containerIDRe.MatchString(id) {
+	if !validName(id, 1, 128, isAlnum, func(c byte) bool { return isAlnum(c) || c == '_' || c == '.' || c == '-' }) {
 		return fmt.Errorf("container id %q: want letters, digits, '_', '.', '-'", id)
 	}
 	return nil

@@ -44,7 +44,7 @@ const containerInfoFile = "container.json"
 func nameLock(name string) string { return "name-" + name }
 
 // minIDPrefix is the shortest container id prefix LookupContainer accepts,
-// as podman and for image ids (shortIDRe): shorter ones match too much.
+// as podman and for image ids (isShortID): shorter ones match too much.
 const minIDPrefix = 3
 
 // kindError is an error with its own message that errors.Is also matches

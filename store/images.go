@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -57,7 +56,12 @@ func (s *Store) Images() ([]Summary, error) {
 	return out, nil
 }
 
-var shortIDRe = regexp.MustCompile(`^(sha256:)?[a-f0-9]{3,64}$`)
+// isShortID reports whether ref is an image id or a prefix of one (3 to
+// 64 lowercase hex digits, "sha256:" allowed in front).
+func isShortID(ref string) bool {
+	h := strings.TrimPrefix(ref, "sha256:")
+	return validName(h, 3, 64, isLowerHex, isLowerHex)
+}
 
 // Lookup finds an image in the local store by name[:tag], name@digest, or
 // full or short (unique prefix) image ID. It never contacts a registry.
@@ -97,7 +101,7 @@ func resolve(db *refsDB, ref string) (manifest, name string, err error) {
 			}
 		}
 	}
-	if shortIDRe.MatchString(ref) {
+	if isShortID(ref) {
 		id := strings.TrimPrefix(ref, "sha256:")
 		var found []string
 		for md, r := range db.Images {

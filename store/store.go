@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 
@@ -215,7 +214,7 @@ func (s *Store) LayerDir(ctx context.Context, diffID v1.Hash, variant string, ex
 	if err := checkHash(diffID); err != nil {
 		return "", fmt.Errorf("layer dir: %w", err)
 	}
-	if variant != "" && !variantRe.MatchString(variant) {
+	if variant != "" && !isVariant(variant) {
 		return "", fmt.Errorf("layer dir of %s: variant %q: want 1 to 64 of a-z, 0-9 and '-'", diffID, variant)
 	}
 	key := diffID.Hex
@@ -261,18 +260,48 @@ func (s *Store) LayerDir(ctx context.Context, diffID v1.Hash, variant string, ex
 	return dir, nil
 }
 
-var variantRe = regexp.MustCompile(`^[a-z0-9-]{1,64}$`)
+// isVariant reports whether v can name an extracted layer's variant: 1 to
+// 64 lowercase letters, digits and '-'.
+func isVariant(v string) bool {
+	ok := func(c byte) bool { return 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' }
+	return validName(v, 1, 64, ok, ok)
+}
+
+// isHex64 reports whether h is 64 lowercase hex digits.
+func isHex64(h string) bool { return validName(h, 64, 64, isLowerHex, isLowerHex) }
+
+func isLowerHex(c byte) bool { return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' }
+
+func isAlnum(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+}
+
+// validName reports whether s has min to max bytes, the first passing
+// first and the others rest. (Regular expressions with such counted
+// repetitions cost every start of dabba, its container's init included,
+// 2 ms of package initialization to compile.)
+func validName(s string, min, max int, first, rest func(byte) bool) bool {
+	if len(s) < min || len(s) > max {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if i == 0 && !first(s[i]) || i > 0 && !rest(s[i]) {
+			return false
+		}
+	}
+	return true
+}
 
 // layerDirDiffID returns the diff_id hex of an extracted layer directory's
 // name (<hex> or <hex>-<variant>); ok is false for other names.
 func layerDirDiffID(name string) (hx string, ok bool) {
-	if len(name) < 64 || !hexRe.MatchString(name[:64]) {
+	if len(name) < 64 || !isHex64(name[:64]) {
 		return "", false
 	}
 	if len(name) == 64 {
 		return name, true
 	}
-	if name[64] != '-' || !variantRe.MatchString(name[65:]) {
+	if name[64] != '-' || !isVariant(name[65:]) {
 		return "", false
 	}
 	return name[:64], true
@@ -314,11 +343,9 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-var hexRe = regexp.MustCompile(`^[a-f0-9]{64}$`)
-
 // checkHash refuses a digest that could not name a file safely.
 func checkHash(h v1.Hash) error {
-	if h.Algorithm != "sha256" || !hexRe.MatchString(h.Hex) {
+	if h.Algorithm != "sha256" || !isHex64(h.Hex) {
 		return fmt.Errorf("unsupported digest %q: want sha256:<64 hex digits>", h.String())
 	}
 	return nil
