@@ -3,6 +3,7 @@ package gzran
 import (
 	"fmt"
 	"math/bits"
+	"sync"
 )
 
 // entry is one slot of a Huffman decoding table, packed into 32 bits so a
@@ -172,7 +173,13 @@ var (
 	fixedDist huff
 )
 
-func init() {
+// tablesOnce builds the templates and the fixed tables on the first block
+// header: most processes that link this package (dabba's container init
+// among them) never inflate, and building them at init cost every start
+// 0.5 ms.
+var tablesOnce sync.Once
+
+func buildTables() {
 	lenBase := [29]uint32{3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31,
 		35, 43, 51, 59, 67, 83, 99, 115, 131, 163, 195, 227, 258}
 	lenExtra := [29]uint32{0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2,

@@ -352,6 +352,7 @@ func (d *decoder) garbage(start int64) error {
 }
 
 func (d *decoder) blockHeader() error {
+	tablesOnce.Do(buildTables)
 	if err := d.need(3); err != nil {
 		return err
 	}
