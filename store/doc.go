@@ -66,6 +66,11 @@
 //	                       they read (4 KiB pages, joined): the next lazy
 //	                       run prefetches them at start, and `dabba index
 //	                       push` publishes the ranges with the index.
+//	lazy/trees/<key>       the merged tree of a lazy image's layer indexes,
+//	                       key the SHA-256 of where each index came from
+//	                       (the layer, its index artifact or its eStargz
+//	                       TOC digest): a warm lazy run reads it instead of
+//	                       merging them; gc removes them all.
 //	merged/<key>           the merged tree of an image's layer list (key:
 //	                       SHA-256 of their digests), saved by the first
 //	                       FUSE rootfs of the image and read by the next

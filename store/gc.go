@@ -25,7 +25,7 @@ type GCStats struct {
 	LayerDirs int // extracted layers no image refers to (and failed extractions)
 	// InflatedDirs are the inflated spans of such layers (InflatedDir).
 	InflatedDirs int
-	MergedTrees  int // saved merged trees of such layers (MergedTree)
+	MergedTrees  int // saved merged trees of such layers (MergedTree), and lazy images' (full gc)
 	Partials     int // partial downloads
 	TempFiles    int // temporary files of killed writers
 	// Containers counts the directories of containers whose dabba died
@@ -194,12 +194,20 @@ func (s *Store) collect(ctx context.Context, full bool) (*GCStats, error) {
 		st.InflatedDirs++
 		st.Bytes += size
 	})
-	// Saved merged trees of layer lists no image has.
+	// Saved merged trees of layer lists no image has, and (a full gc)
+	// every lazy image's, which its next run merges again.
 	each(filepath.Join(s.root, "merged"), func(n string) {
 		if !merged[n] && removeFile(filepath.Join(s.root, "merged", n)) {
 			st.MergedTrees++
 		}
 	})
+	if full {
+		each(filepath.Join(s.root, "lazy", "trees"), func(n string) {
+			if removeFile(filepath.Join(s.root, "lazy", "trees", n)) {
+				st.MergedTrees++
+			}
+		})
+	}
 	each(s.tmpDir(), func(n string) {
 		p := filepath.Join(s.tmpDir(), n)
 		switch {

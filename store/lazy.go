@@ -485,12 +485,29 @@ func (s *Store) openPulled(img *Image, opts LazyOptions) (*LazyImage, error) {
 	return li, nil
 }
 
-// finish merges the layers' indexes and starts the prefetch.
+// finish merges the layers' indexes (or reads the tree a run before saved
+// of the same indexes) and starts the prefetch.
 func (li *LazyImage) finish(opts LazyOptions, fromIndex []learnedRange) error {
-	var err error
-	li.Tree, err = layers.Merge(li.Indexes())
-	if err != nil {
-		return fmt.Errorf("%s: %w", li.Image.Name, err)
+	key := li.treeKey()
+	if key != "" {
+		t, err := li.s.readTree(li.s.lazyTreePath(key), li.Image.Name, len(li.Layers))
+		switch {
+		case err == nil:
+			li.Tree = t
+		case !errors.Is(err, os.ErrNotExist):
+			slog.Warn("saved merged tree unusable; merging the layers again", "stage", "lazy", "err", err)
+		}
+	}
+	if li.Tree == nil {
+		var err error
+		if li.Tree, err = layers.Merge(li.Indexes()); err != nil {
+			return fmt.Errorf("%s: %w", li.Image.Name, err)
+		}
+		if key != "" {
+			if err := li.s.saveTree(li.s.lazyTreePath(key), li.Tree); err != nil {
+				slog.Debug("merged tree not saved", "stage", "lazy", "image", li.Image.Name, "err", err)
+			}
+		}
 	}
 	for _, ll := range li.Layers {
 		ll.files = regularByOffset(ll.Index)
@@ -820,6 +837,30 @@ func (fi *foundIndex) layer(d v1.Hash) *LazyIndex {
 		return nil
 	}
 	return fi.layers[d]
+}
+
+// treeKey names the merged tree of li's layer indexes by where each index
+// came from, all content-addressed: the store's own index of a local or
+// fetched blob (the layer digest), the index artifact's entries for the
+// layer (artifact and layer digests), the eStargz TOC (its verified
+// digest). Merge is a function of the indexes alone, so the same key is
+// the same tree. It is "" when a layer's source has no such name.
+func (li *LazyImage) treeKey() string {
+	h := sha256.New()
+	fmt.Fprintln(h, "dabba lazy merged tree 1")
+	for _, ll := range li.Layers {
+		switch {
+		case ll.Kind == KindLocal || ll.Kind == KindFetched:
+			fmt.Fprintln(h, ll.Kind, ll.Digest)
+		case ll.Kind == KindIndexed && li.IndexArtifact.Hex != "":
+			fmt.Fprintln(h, ll.Kind, ll.Digest, li.IndexArtifact)
+		case ll.Kind == KindEStargz && ll.es != nil:
+			fmt.Fprintln(h, ll.Kind, ll.Digest, ll.es.TOCDigest())
+		default:
+			return ""
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // CacheDir is the directory of the shared chunk cache of lazy reads.
