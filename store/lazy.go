@@ -504,9 +504,15 @@ func (li *LazyImage) finish(opts LazyOptions, fromIndex []learnedRange) error {
 			return fmt.Errorf("%s: %w", li.Image.Name, err)
 		}
 		if key != "" {
-			if err := li.s.saveTree(li.s.lazyTreePath(key), li.Tree); err != nil {
-				slog.Debug("merged tree not saved", "stage", "lazy", "image", li.Image.Name, "err", err)
-			}
+			// Off the start's path (Close waits for it).
+			t := li.Tree
+			li.bg.Add(1)
+			go func() {
+				defer li.bg.Done()
+				if err := li.s.saveTree(li.s.lazyTreePath(key), t); err != nil {
+					slog.Debug("merged tree not saved", "stage", "lazy", "image", li.Image.Name, "err", err)
+				}
+			}()
 		}
 	}
 	for _, ll := range li.Layers {

@@ -50,6 +50,8 @@ func TestLazySavedTree(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := marshal(merged)
+	contents := lazyContents(t, li)
+	li.Close() // waits for the tree to be saved
 	ps := saved()
 	if len(ps) != 1 {
 		t.Fatalf("saved trees %v, want one", ps)
@@ -57,8 +59,6 @@ func TestLazySavedTree(t *testing.T) {
 	if b, _ := os.ReadFile(ps[0]); !bytes.Equal(b, want) || !bytes.Equal(marshal(li.Tree), want) {
 		t.Fatal("the saved tree is not the merge of the layers' indexes")
 	}
-	contents := lazyContents(t, li)
-	li.Close()
 
 	// The next open uses the saved tree: one that differs (a valid tree of
 	// three layers) shows through.
@@ -84,10 +84,10 @@ func TestLazySavedTree(t *testing.T) {
 		t.Fatal("a damaged saved tree was used")
 	}
 	sameContents(t, lazyContents(t, li), contents)
+	li.Close()
 	if b, _ := os.ReadFile(ps[0]); !bytes.Equal(b, want) {
 		t.Fatal("the damaged saved tree was not replaced")
 	}
-	li.Close()
 
 	st, err := s.GC(ctx)
 	if err != nil {
