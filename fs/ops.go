@@ -147,8 +147,12 @@ func (f *FS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.Rea
 // whose first touch costs far more than the copy (scratch.go).
 type pooledResult struct{ bp *[]byte }
 
-func (r *pooledResult) Bytes(buf []byte) ([]byte, fuse.Status) { return *r.bp, fuse.OK }
-func (r *pooledResult) Size() int                              { return len(*r.bp) }
+// Bytes copies the reply into go-fuse's buffer: go-fuse may call Done
+// before it writes what Bytes returned (it writes Slices otherwise).
+func (r *pooledResult) Bytes(buf []byte) ([]byte, fuse.Status) {
+	return append(buf[:0], *r.bp...), fuse.OK
+}
+func (r *pooledResult) Size() int { return len(*r.bp) }
 
 // Slices makes go-fuse write the reply with writev straight from the
 // buffer, without copying it into its own.

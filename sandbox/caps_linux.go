@@ -55,7 +55,8 @@ func boundCaps() error {
 	for _, c := range defaultCaps {
 		keep[c] = true
 	}
-	for c := uintptr(0); c <= lastCap(); c++ {
+	last := lastCap() // one read of /proc, not one per capability
+	for c := uintptr(0); c <= last; c++ {
 		if keep[c] {
 			continue
 		}

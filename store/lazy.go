@@ -488,9 +488,9 @@ func (s *Store) openPulled(img *Image, opts LazyOptions) (*LazyImage, error) {
 // finish merges the layers' indexes (or reads the tree a run before saved
 // of the same indexes) and starts the prefetch.
 func (li *LazyImage) finish(opts LazyOptions, fromIndex []learnedRange) error {
-	key := li.treeKey()
-	if key != "" {
-		t, err := li.s.readTree(li.s.lazyTreePath(key), li.Image.Name, len(li.Layers))
+	path := li.treePath()
+	if path != "" {
+		t, err := li.s.readTree(path, li.Image.Name, len(li.Layers))
 		switch {
 		case err == nil:
 			li.Tree = t
@@ -503,13 +503,13 @@ func (li *LazyImage) finish(opts LazyOptions, fromIndex []learnedRange) error {
 		if li.Tree, err = layers.Merge(li.Indexes()); err != nil {
 			return fmt.Errorf("%s: %w", li.Image.Name, err)
 		}
-		if key != "" {
+		if path != "" {
 			// Off the start's path (Close waits for it).
 			t := li.Tree
 			li.bg.Add(1)
 			go func() {
 				defer li.bg.Done()
-				if err := li.s.saveTree(li.s.lazyTreePath(key), t); err != nil {
+				if err := li.s.saveTree(path, t); err != nil {
 					slog.Debug("merged tree not saved", "stage", "lazy", "image", li.Image.Name, "err", err)
 				}
 			}()
@@ -845,13 +845,22 @@ func (fi *foundIndex) layer(d v1.Hash) *LazyIndex {
 	return fi.layers[d]
 }
 
-// treeKey names the merged tree of li's layer indexes by where each index
-// came from, all content-addressed: the store's own index of a local or
-// fetched blob (the layer digest), the index artifact's entries for the
-// layer (artifact and layer digests), the eStargz TOC (its verified
-// digest). Merge is a function of the indexes alone, so the same key is
-// the same tree. It is "" when a layer's source has no such name.
-func (li *LazyImage) treeKey() string {
+// treePath is where the merged tree of li's layer indexes is saved, named
+// by where each index came from, all content-addressed: the store's own
+// index of a local or fetched blob (the layer digest), the index artifact's
+// entries for the layer (artifact and layer digests), the eStargz TOC (its
+// verified digest). Merge is a function of the indexes alone, so the same
+// name is the same tree. When every index is the store's own, that is the
+// tree the FUSE rootfs of a pulled image saves (MergedTree). It is "" when
+// a layer's source has no such name.
+func (li *LazyImage) treePath() string {
+	local := true
+	for _, ll := range li.Layers {
+		local = local && (ll.Kind == KindLocal || ll.Kind == KindFetched)
+	}
+	if local {
+		return li.s.mergedPath(li.Image.Layers)
+	}
 	h := sha256.New()
 	fmt.Fprintln(h, "dabba lazy merged tree 1")
 	for _, ll := range li.Layers {
@@ -866,7 +875,7 @@ func (li *LazyImage) treeKey() string {
 			return ""
 		}
 	}
-	return hex.EncodeToString(h.Sum(nil))
+	return li.s.lazyTreePath(hex.EncodeToString(h.Sum(nil)))
 }
 
 // CacheDir is the directory of the shared chunk cache of lazy reads.

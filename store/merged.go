@@ -73,7 +73,8 @@ func (s *Store) saveTree(p string, t *layers.Tree) error {
 
 // Lazy images' merged trees: lazy/trees/<key> holds the merged tree of a
 // lazily opened image's layer indexes, key the SHA-256 of where each index
-// was read from (lazyTreeKey), so a warm lazy run reads one file instead
+// was read from (LazyImage.treePath; an image whose indexes are all the
+// store's own uses merged/ instead), so a warm lazy run reads one file instead
 // of merging the indexes again (33 ms of the bench's large image). The
 // sources are content-addressed, so a saved tree never goes stale; gc
 // removes them all (the next lazy run merges again).
